@@ -1,0 +1,151 @@
+"""The few bpf(2) commands the lab needs, called directly through ctypes.
+
+Map access and object info go through the kernel, not through a loader's idea of the
+map: what the lab reports is what the kernel holds. Works for any map fd, whoever loaded it.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_NR_bpf = 321  # x86_64
+
+BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
+BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_ANY = 0
+
+MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 5: "percpu_hash", 6: "percpu_array",
+             14: "devmap", 17: "xskmap", 25: "devmap_hash"}
+PERCPU_TYPES = {"percpu_hash", "percpu_array"}
+ARRAY_TYPES = {"array", "percpu_array"}
+
+
+class _ElemAttr(ctypes.Structure):
+    _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
+                ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _InfoAttr(ctypes.Structure):
+    _fields_ = [("bpf_fd", ctypes.c_uint32), ("info_len", ctypes.c_uint32), ("info", ctypes.c_uint64)]
+
+
+class _MapInfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
+                ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
+
+
+class _ProgInfo(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("tag", ctypes.c_uint8 * 8),
+                ("jited_prog_len", ctypes.c_uint32), ("xlated_prog_len", ctypes.c_uint32),
+                ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
+                ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
+                ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
+                ("name", ctypes.c_char * 16)]
+
+
+def _bpf(cmd: int, attr: ctypes.Structure) -> int:
+    ret = _libc.syscall(_NR_bpf, cmd, ctypes.byref(attr), ctypes.sizeof(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+@dataclass(frozen=True)
+class MapInfo:
+    id: int
+    type: str
+    name: str
+    key_size: int
+    value_size: int
+    max_entries: int
+    flags: int
+
+
+@dataclass(frozen=True)
+class ProgInfo:
+    id: int
+    name: str
+    tag: str
+    map_ids: tuple[int, ...]
+
+
+def map_info(fd: int) -> MapInfo:
+    info = _MapInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    return MapInfo(info.id, MAP_TYPES.get(info.type, str(info.type)), info.name.decode(),
+                   info.key_size, info.value_size, info.max_entries, info.map_flags)
+
+
+def prog_info(fd: int) -> ProgInfo:
+    info = _ProgInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    ids = (ctypes.c_uint32 * info.nr_map_ids)()
+    info2 = _ProgInfo(nr_map_ids=info.nr_map_ids, map_ids=ctypes.addressof(ids))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
+    return ProgInfo(info.id, info.name.decode(), bytes(info.tag).hex(), tuple(ids))
+
+
+def possible_cpus() -> int:
+    """Number of possible CPUs: the stride of per-CPU map values."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        spec = f.read().strip()
+    n = 0
+    for part in spec.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
+def _elem(fd: int, cmd: int, key: bytes, value: ctypes.Array | None = None, flags: int = 0) -> None:
+    kbuf = ctypes.create_string_buffer(key, len(key))
+    attr = _ElemAttr(fd, 0, ctypes.addressof(kbuf), ctypes.addressof(value) if value is not None else 0, flags)
+    _bpf(cmd, attr)
+
+
+def lookup(fd: int, key: bytes, value_len: int) -> bytes | None:
+    """The value at `key`, or None when there is no entry (ENOENT)."""
+    buf = ctypes.create_string_buffer(value_len)
+    try:
+        _elem(fd, BPF_MAP_LOOKUP_ELEM, key, buf)
+    except OSError as e:
+        if e.errno == 2:
+            return None
+        raise
+    return buf.raw
+
+
+def update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    _elem(fd, BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)), flags)
+
+
+def delete(fd: int, key: bytes) -> bool:
+    """Delete `key`; False when there was no entry."""
+    try:
+        _elem(fd, BPF_MAP_DELETE_ELEM, key)
+    except OSError as e:
+        if e.errno == 2:
+            return False
+        raise
+    return True
+
+
+def keys(fd: int, key_size: int) -> list[bytes]:
+    """All keys, in the kernel's iteration order."""
+    out: list[bytes] = []
+    nxt = ctypes.create_string_buffer(key_size)
+    cur: bytes | None = None
+    while True:
+        kbuf = ctypes.create_string_buffer(cur, key_size) if cur is not None else None
+        attr = _ElemAttr(fd, 0, ctypes.addressof(kbuf) if kbuf is not None else 0, ctypes.addressof(nxt), 0)
+        try:
+            _bpf(BPF_MAP_GET_NEXT_KEY, attr)
+        except OSError as e:
+            if e.errno == 2:
+                return out
+            raise
+        cur = nxt.raw
+        out.append(cur)

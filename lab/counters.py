@@ -1,0 +1,138 @@
+"""Interface counters, read where they live: each namespace's own sysfs, and ethtool -S.
+
+`/sys/class/net/<if>/statistics/*` is read through a sysfs mounted from inside the
+interface's namespace (the root's /sys shows only the root's devices). The veth driver's
+per-queue XDP counters (`ethtool -S`) come from the SIOCETHTOOL ioctl on a socket of that
+namespace. A `Snapshot` holds both for every interface of a lab; subtracting two gives a
+`Delta`, which checks itself against exact expectations.
+"""
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import os
+import socket
+import struct
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .topology import Interface, Lab
+
+SIOCETHTOOL = 0x8946
+ETHTOOL_GSTRINGS, ETHTOOL_GSTATS, ETHTOOL_GSSET_INFO = 0x1B, 0x1D, 0x37
+ETH_SS_STATS = 1
+ETH_GSTRING_LEN = 32
+NOT_COUNTERS = {"peer_ifindex"}   # veth's ethtool -S reports its peer's ifindex among stats
+
+
+def sysfs_stats(iface: "Interface") -> dict[str, int]:
+    """All of /sys/class/net/<if>/statistics, as seen from the interface's namespace."""
+    d = os.path.join(iface.ns.sysfs, "class/net", iface.name, "statistics")
+    out = {}
+    for name in os.listdir(d):
+        with open(os.path.join(d, name)) as f:
+            out[name] = int(f.read())
+    return out
+
+
+def _ifreq(name: str, data: ctypes.Array) -> bytes:
+    return struct.pack("16sP", name.encode(), ctypes.addressof(data))
+
+
+def ethtool_stats(iface: "Interface") -> dict[str, int]:
+    """`ethtool -S <if>` in the interface's namespace; {} when the driver has none."""
+    sock = iface.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sset = ctypes.create_string_buffer(struct.pack("IIQI", ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_STATS, 0))
+        try:
+            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, sset))
+        except OSError:
+            return {}
+        n = struct.unpack_from("I", sset.raw, 16)[0]
+        if n == 0:
+            return {}
+        strings = ctypes.create_string_buffer(struct.pack("III", ETHTOOL_GSTRINGS, ETH_SS_STATS, n) +
+                                              bytes(n * ETH_GSTRING_LEN))
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, strings))
+        stats = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_GSTATS, n) + bytes(8 * n))
+        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, stats))
+    finally:
+        sock.close()
+    names = [strings.raw[12 + i * ETH_GSTRING_LEN:12 + (i + 1) * ETH_GSTRING_LEN].split(b"\0")[0].decode()
+             for i in range(n)]
+    values = struct.unpack_from(f"{n}Q", stats.raw, 8)
+    return {k: v for k, v in zip(names, values) if k not in NOT_COUNTERS}
+
+
+def read(iface: "Interface") -> dict[str, int]:
+    """sysfs statistics and ethtool counters of one interface, in one dict."""
+    out = sysfs_stats(iface)
+    out.update(ethtool_stats(iface))
+    return out
+
+
+class Delta(dict[str, dict[str, int]]):
+    """Per interface key ("fwd/veth0"), the counters that changed and by how much."""
+
+    def moved(self) -> dict[str, dict[str, int]]:
+        return {k: v for k, v in self.items() if v}
+
+    def mismatches(self, expected: Mapping[str, Mapping[str, int]]) -> list[str]:
+        """Differences from `expected`: every counter named there must have moved by exactly
+        that much, and every counter not named must not have moved at all."""
+        out = []
+        for key in sorted(set(self) | set(expected)):
+            got, want = self.get(key, {}), expected.get(key, {})
+            for c in sorted(set(got) | set(want)):
+                if got.get(c, 0) != want.get(c, 0):
+                    out.append(f"{key} {c}: expected {want.get(c, 0):+d}, got {got.get(c, 0):+d}")
+        return out
+
+    def table(self) -> str:
+        rows = [f"  {k:<16} {c:<28} {v:+d}" for k, d in sorted(self.items()) for c, v in sorted(d.items())]
+        return "\n".join(rows) or "  (no counter moved)"
+
+
+class Snapshot:
+    """Counters of a set of interfaces at one moment."""
+
+    def __init__(self, ifaces: Iterable["Interface"]) -> None:
+        self.ifaces = list(ifaces)
+        self.values = {i.key: read(i) for i in self.ifaces}
+        self.time = time.monotonic()
+
+    @classmethod
+    def of(cls, lab: "Lab") -> "Snapshot":
+        return cls(lab.interfaces.values())
+
+    def again(self) -> "Snapshot":
+        return Snapshot(self.ifaces)
+
+    def __sub__(self, before: "Snapshot") -> Delta:
+        d = Delta()
+        for key, now in self.values.items():
+            was = before.values.get(key, {})
+            d[key] = {c: v - was.get(c, 0) for c, v in now.items() if v != was.get(c, 0)}
+        return d
+
+    def delta_until(self, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:
+        """Counters since this snapshot, re-read until they equal `expected` or `timeout`
+        passes (counters of frames still in flight settle within microseconds)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            d = self.again() - self
+            if not d.mismatches(expected) or time.monotonic() > deadline:
+                return d
+            time.sleep(0.002)
+
+
+def assert_counters(before: Snapshot, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:
+    """Assert that since `before` exactly the `expected` counters moved, by exactly that much."""
+    d = before.delta_until(expected, timeout)
+    bad = d.mismatches(expected)
+    if bad:
+        raise AssertionError("interface counters differ from the expectation:\n  " + "\n  ".join(bad) +
+                             "\nall counters that moved:\n" + d.table())
+    return d

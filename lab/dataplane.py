@@ -1,0 +1,152 @@
+"""Ports and captures: raw AF_PACKET sockets opened inside a namespace, used from the root.
+
+`Port.send()` puts frames on an interface as if a host behind it sent them. `Capture`
+sees what an interface *receives* (PACKET_IGNORE_OUTGOING), keeps every frame, counts its
+own kernel drops (PACKET_STATISTICS) and offers PTF-style checks: `expect`, `expect_none`,
+`expect_no_other`. A check that nothing arrived fails loudly if the capture itself dropped.
+"""
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import time
+from typing import TYPE_CHECKING, Any
+
+from .errors import DataplaneError
+from .packets import Mask, as_mask, hexdump, summary
+
+if TYPE_CHECKING:
+    from .topology import Interface
+
+ETH_P_ALL = 0x0003
+SOL_PACKET = 263
+PACKET_STATISTICS = 6
+PACKET_IGNORE_OUTGOING = 23
+DEFAULT_TIMEOUT = 2.0        # how long to wait for frames that should arrive
+NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing arrives
+SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
+
+
+class Port:
+    """Send frames onto an interface from inside its namespace."""
+
+    def __init__(self, iface: "Interface") -> None:
+        self.iface = iface
+        self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self.sock.bind((iface.name, 0))
+        except OSError as e:
+            self.sock.close()
+            raise DataplaneError(f"open port on {iface.key}", e.strerror or str(e), errno=e.errno) from None
+        self.sent = 0
+
+    def send(self, frame: Any, count: int = 1) -> None:
+        raw = bytes(frame)
+        send = self.sock.send
+        try:
+            for _ in range(count):
+                send(raw)
+        except OSError as e:
+            raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e),
+                                 "check that the interface is up and the frame is at most MTU + 14 bytes",
+                                 errno=e.errno) from None
+        self.sent += count
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Capture:
+    """Every frame an interface receives from the moment the capture is opened."""
+
+    def __init__(self, iface: "Interface", rcvbuf: int = 32 << 20) -> None:
+        self.iface = iface
+        self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+            self.sock.bind((iface.name, ETH_P_ALL))
+        except OSError as e:
+            self.sock.close()
+            raise DataplaneError(f"open capture on {iface.key}", e.strerror or str(e), errno=e.errno) from None
+        self.sock.setblocking(False)
+        self.received: list[bytes] = []     # every frame, in order of arrival
+        self.pending: list[bytes] = []      # frames no expect() has claimed yet
+        self._packets = self._drops = 0
+
+    # reading -----------------------------------------------------------------------------
+    def poll(self, timeout: float = 0.0) -> int:
+        """Read what has arrived (waiting up to `timeout` for the first frame); returns how many."""
+        n = 0
+        if timeout > 0:
+            select.select([self.sock], [], [], timeout)
+        recv = self.sock.recv
+        while True:
+            try:
+                raw = recv(65536)
+            except BlockingIOError:
+                break
+            self.received.append(raw)
+            self.pending.append(raw)
+            n += 1
+        return n
+
+    @property
+    def drops(self) -> int:
+        """Frames the kernel dropped for this capture (its receive buffer was full)."""
+        packets, drops = struct.unpack("II", self.sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8))
+        self._packets += packets    # the kernel resets the statistics on every read
+        self._drops += drops
+        return self._drops
+
+    def close(self) -> None:
+        self.sock.close()
+
+    # checks ------------------------------------------------------------------------------
+    def _report(self, headline: str, expected: Mask | None, frames: list[bytes], limit: int = 5) -> str:
+        lines = [f"{headline} on {self.iface.key}"]
+        if expected is not None:
+            lines += [f"EXPECTED: {expected}", hexdump(expected.expected)]
+        lines.append(f"RECEIVED: {len(frames)} frame(s) not matched" + (":" if frames else ""))
+        for raw in frames[:limit]:
+            lines += [f"  {summary(raw)}, {len(raw)} bytes", hexdump(raw)]
+        if len(frames) > limit:
+            lines.append(f"  ... and {len(frames) - limit} more")
+        lines.append(f"capture drops: {self.drops}")
+        return "\n".join(lines)
+
+    def expect(self, expected: Any, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+        """Wait for `count` frames matching `expected` (a frame, bytes or a Mask) and claim them."""
+        mask = as_mask(expected)
+        got: list[bytes] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            keep = []
+            for raw in self.pending:
+                if len(got) < count and mask.matches(raw):
+                    got.append(raw)
+                else:
+                    keep.append(raw)
+            self.pending = keep
+            if len(got) >= count:
+                return got
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(self._report(f"expected {count} matching frame(s), got {len(got)}",
+                                                  mask, self.pending))
+            self.poll(min(left, 0.05))
+
+    def expect_none(self, timeout: float = NEGATIVE_TIMEOUT) -> None:
+        """Assert that no frame arrives within `timeout` (and none arrived unclaimed before)."""
+        self.poll(timeout)
+        self.poll()
+        if self.pending:
+            raise AssertionError(self._report("expected no frame", None, self.pending))
+        if self.drops:
+            raise AssertionError(f"expected no frame on {self.iface.key}: the capture itself dropped "
+                                 f"{self.drops} frame(s), so 'nothing arrived' cannot be believed")
+
+    def expect_no_other(self, timeout: float = NEGATIVE_TIMEOUT) -> None:
+        """Assert that every frame received so far was claimed by an expect()."""
+        self.expect_none(timeout)

@@ -1,0 +1,254 @@
+"""Compile XDP C sources with bcc (once per process and variant), attach them, own their maps.
+
+A `Program` is compiled at most once per process for each (source, cflags): the loaded
+program and its maps are reused by every test of the process, and each `Forwarder` (one
+per test) empties the maps when it starts and when it is closed. Attachments are
+detached in reverse order on close.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import bpfsys
+from .errors import CompileError, LabError, MapError
+from .maps import Layout, MapView
+from .topology import check_ipv4, check_mac
+from .xdp import Attachment
+
+if TYPE_CHECKING:
+    from .topology import Interface
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+L2FWD_SOURCE = BPF_DIR / "l2fwd.c"
+PASS_SOURCE = BPF_DIR / "xdp_pass.c"
+
+VERDICTS = ("aborted", "drop", "pass", "tx", "redirect", "malformed")
+"""Slots of verdict_cnt: the XDP action numbers, then frames the program could not parse."""
+
+FWD = Layout.c("struct fwd", [("outif", "u32"), ("dst_mac", "u8[6]")])
+"""The value of l2fwd_map as bpf/l2fwd.c declares it: 12 bytes, 2 of them tail padding."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """An XDP program: a C source, the function to load, and build flags."""
+    source: Path
+    function: str
+    cflags: tuple[str, ...] = ()
+
+    def with_flags(self, *cflags: str) -> "Program":
+        return Program(self.source, self.function, self.cflags + tuple(cflags))
+
+
+L2FWD = Program(L2FWD_SOURCE, "xdp_l2fwd")
+XDP_PASS = Program(PASS_SOURCE, "xdp_pass")
+
+
+class Compiled:
+    """A program compiled and loaded by bcc: its fd and its maps, typed by bcc's layouts."""
+
+    def __init__(self, program: Program) -> None:
+        import bcc  # Debian's python3-bpfcc
+        self.program = program
+        src = program.source.read_bytes()
+        stderr = _CapturedStderr()
+        with stderr:
+            try:
+                self.bpf = bcc.BPF(text=src, cflags=list(program.cflags))
+                fn = self.bpf.load_func(program.function.encode(), bcc.BPF.XDP)
+            except Exception as e:  # bcc raises bare Exception with the diagnostics on stderr
+                raise CompileError(f"compile {program.source.name} with bcc", str(e).split(" %")[0] + ":\n" +
+                                   stderr.text.strip(), "fix the C source (diagnostics above)") from None
+        self.fd: int = fn.fd
+        self.info = bpfsys.prog_info(self.fd)
+        self.maps: dict[str, MapView] = {}
+        for name in self._table_names():
+            t = self.bpf.get_table(name.encode())
+            self.maps[name] = MapView(t.map_fd, Layout.from_ctypes(f"{name} key", t.Key),
+                                      Layout.from_ctypes(f"{name} value", t.Leaf))
+
+    def _table_names(self) -> list[str]:
+        import ctypes
+
+        import bcc
+        lib = bcc.lib  # bcc's Python binding does not declare these two
+        lib.bpf_num_tables.restype, lib.bpf_num_tables.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+        lib.bpf_table_name.restype = ctypes.c_char_p
+        lib.bpf_table_name.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        return [lib.bpf_table_name(self.bpf.module, i).decode() for i in range(lib.bpf_num_tables(self.bpf.module))]
+
+
+class _CapturedStderr:
+    """Capture what bcc/clang print on fd 2 while compiling (the compiler's diagnostics)."""
+
+    def __enter__(self) -> "_CapturedStderr":
+        sys.stderr.flush()
+        self._tmp = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._tmp.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._tmp.seek(0)
+        self.text = self._tmp.read().decode(errors="replace")
+        self._tmp.close()
+
+
+_cache: dict[Program, Compiled] = {}
+_in_use: set[Program] = set()
+compile_count = 0
+"""How many bcc compiles this process ran (the benchmark and tests read it)."""
+
+
+def compiled(program: Program) -> Compiled:
+    """The compiled program, compiled on first use in this process."""
+    global compile_count
+    if program not in _cache:
+        compile_count += 1
+        _cache[program] = Compiled(program)
+    return _cache[program]
+
+
+class Forwarder:
+    """One test's use of a compiled program: its attachments and the state of its maps.
+
+    The maps are emptied on creation and on close(); close() also detaches, last first."""
+
+    def __init__(self, program: Program = L2FWD) -> None:
+        if program in _in_use:
+            raise LabError(f"use program {program.source.name}", "another Forwarder of this process uses it: "
+                           "they would share its maps", "close the other Forwarder first, or compile a "
+                           "variant (Program.with_flags) for the second one")
+        self.compiled = compiled(program)
+        self.program = program
+        self.attachments: list[Attachment] = []
+        self.clear_maps()
+        _in_use.add(program)
+
+    # attach ------------------------------------------------------------------------------
+    def attach(self, iface: "Interface", mode: str) -> Attachment:
+        a = Attachment(iface, self.compiled.fd, mode, self.compiled.info.name)
+        self.attachments.append(a)
+        return a
+
+    def close(self) -> None:
+        errors = []
+        while self.attachments:
+            try:
+                self.attachments.pop().close()
+            except LabError as e:
+                errors.append(e)
+        self.clear_maps()
+        _in_use.discard(self.program)
+        if errors:
+            raise errors[0]
+
+    def __enter__(self) -> "Forwarder":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # maps --------------------------------------------------------------------------------
+    @property
+    def maps(self) -> dict[str, MapView]:
+        return self.compiled.maps
+
+    def map(self, name: str) -> MapView:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise MapError(f"find map {name}", f"{self.program.source.name} has no such map",
+                           f"use one of {', '.join(self.maps)}") from None
+
+    def clear_maps(self) -> None:
+        for m in self.maps.values():
+            m.clear()
+
+    def dump(self) -> str:
+        return "\n\n".join(m.dump() for m in self.maps.values())
+
+
+class L2fwd(Forwarder):
+    """The fast_l2fwd forwarder with typed helpers for its maps."""
+
+    def __init__(self, program: Program = L2FWD) -> None:
+        super().__init__(program)
+
+    # l2fwd_map: daddr (as in the IP header) -> {outif, dst_mac}
+    @staticmethod
+    def key(dst: str) -> bytes:
+        """The l2fwd_map key of an IPv4 destination: the 4 bytes as they sit in the IP header."""
+        return ipaddress.IPv4Address(check_ipv4(dst, what="encode l2fwd_map key")).packed
+
+    @staticmethod
+    def value(outif: "Interface | int", mac: str) -> bytes:
+        index = outif if isinstance(outif, int) else outif.ifindex
+        return FWD.pack(outif=index, dst_mac=bytes.fromhex(check_mac(mac, what="encode dst_mac").replace(":", "")))
+
+    def set_l2fwd(self, dst: str, outif: "Interface | int", mac: str) -> None:
+        self.map("l2fwd_map").update(self.key(dst), self.value(outif, mac))
+
+    def set_l2fwd_raw(self, dst: str, value: bytes, layout: Layout | None = None) -> None:
+        """Write a value as a control plane would, bytes as given (for layout bugs)."""
+        self.map("l2fwd_map").update(self.key(dst), value, value_layout=layout)
+
+    def l2fwd_entries(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        m = self.map("l2fwd_map")
+        for k, v in m.items():
+            if v is not None:
+                d = FWD.unpack(v)
+                out[str(ipaddress.IPv4Address(k))] = {"outif": d["outif"], "dst_mac": ":".join(f"{b:02x}" for b in d["dst_mac"])}
+        return out
+
+    # txport_map: ifindex -> ifindex (devmap)
+    def set_txport(self, iface: "Interface") -> None:
+        """Put `iface` in txport_map (key = value = its ifindex).
+
+        The kernel resolves a devmap's ifindex in the network namespace of the thread that
+        writes the entry, so the entry is written from inside the interface's namespace:
+        written from the root namespace, ifindex 3 would name the root's device 3."""
+        index = iface.ifindex
+        m = self.map("txport_map")
+        if not 0 <= index < m.info.max_entries:
+            raise MapError(f"update txport_map[{index}]", f"ifindex {index} of {iface.key} does not fit the "
+                           f"devmap (keys 0..{m.info.max_entries - 1})",
+                           "raise txport_map's max_entries in bpf/l2fwd.c, or use a devmap_hash")
+        raw = index.to_bytes(4, "little")
+        with iface.ns.entered():
+            m.update(raw, raw)
+
+    def route(self, dst: str, via: "Interface", mac: str) -> None:
+        """Forward IPv4 `dst` out of `via` with destination MAC `mac` (both maps)."""
+        self.set_txport(via)
+        self.set_l2fwd(dst, via, mac)
+
+    # verdict_cnt
+    def verdicts(self) -> dict[str, int]:
+        """Frames the program returned each action for (summed over CPUs), plus malformed."""
+        m = self.map("verdict_cnt")
+        out = {}
+        for slot, name in enumerate(VERDICTS):
+            per_cpu = m.lookup_percpu(slot.to_bytes(4, "little")) or []
+            out[name] = sum(int.from_bytes(v, "little") for v in per_cpu)
+        return out
+
+
+@contextlib.contextmanager
+def attached(program: Program, iface: "Interface", mode: str) -> Any:
+    f = Forwarder(program)
+    try:
+        f.attach(iface, mode)
+        yield f
+    finally:
+        f.close()

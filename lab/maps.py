@@ -1,0 +1,235 @@
+"""Typed views of BPF maps: keys and values encoded exactly as the C program reads them.
+
+A `Layout` is a C struct with natural alignment (what clang produces for the BPF target):
+it packs and unpacks values and describes itself, so that a value of the wrong size is
+refused with both layouts named (the seed's 16-byte Go struct against the map's 12 bytes).
+"""
+from __future__ import annotations
+
+import ctypes
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+from . import bpfsys
+from .errors import MapError
+
+_SCALARS = {"u8": ("B", 1), "u16": ("H", 2), "u32": ("I", 4), "u64": ("Q", 8),
+            "i8": ("b", 1), "i16": ("h", 2), "i32": ("i", 4), "i64": ("q", 8)}
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    ctype: str      # "u32", "u8[6]", ...
+    offset: int
+    size: int
+
+    @property
+    def scalar(self) -> str:
+        return self.ctype.split("[")[0]
+
+    @property
+    def count(self) -> int:
+        return int(self.ctype.split("[")[1].rstrip("]")) if "[" in self.ctype else 0
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A C struct laid out with natural alignment. Build it with `Layout.c()`."""
+    name: str
+    fields: tuple[Field, ...]
+    size: int
+
+    @classmethod
+    def c(cls, name: str, fields: list[tuple[str, str]]) -> "Layout":
+        out, off, align = [], 0, 1
+        for fname, ctype in fields:
+            scalar = ctype.split("[")[0]
+            if scalar not in _SCALARS:
+                raise MapError(f"declare field {fname} of {name}", f"unknown type {ctype!r}",
+                               f"use one of {', '.join(_SCALARS)}, or an array such as u8[6]")
+            _, width = _SCALARS[scalar]
+            count = int(ctype.split("[")[1].rstrip("]")) if "[" in ctype else 1
+            off = (off + width - 1) // width * width
+            out.append(Field(fname, ctype, off, width * count))
+            off += width * count
+            align = max(align, width)
+        return cls(name, tuple(out), (off + align - 1) // align * align)
+
+    @classmethod
+    def from_ctypes(cls, name: str, ct: Any) -> "Layout":
+        """The layout of a ctypes type (bcc derives one per map key and value)."""
+        names = {ctypes.c_uint8: "u8", ctypes.c_uint16: "u16", ctypes.c_uint32: "u32", ctypes.c_uint64: "u64",
+                 ctypes.c_int8: "i8", ctypes.c_int16: "i16", ctypes.c_int32: "i32", ctypes.c_int64: "i64",
+                 ctypes.c_char: "u8", ctypes.c_ubyte: "u8", ctypes.c_byte: "i8"}
+        if not hasattr(ct, "_fields_"):
+            return cls(name, (Field("value", names.get(ct, f"u8[{ctypes.sizeof(ct)}]"), 0, ctypes.sizeof(ct)),),
+                       ctypes.sizeof(ct))
+        out = []
+        for fname, ftype in ct._fields_:
+            if fname.startswith("__pad"):
+                continue
+            if hasattr(ftype, "_length_"):
+                ctype = f"{names.get(ftype._type_, 'u8')}[{ftype._length_}]"
+            else:
+                ctype = names.get(ftype, f"u8[{ctypes.sizeof(ftype)}]")
+            out.append(Field(fname, ctype, getattr(ct, fname).offset, ctypes.sizeof(ftype)))
+        return cls(name, tuple(out), ctypes.sizeof(ct))
+
+    @property
+    def padding(self) -> int:
+        return self.size - sum(f.size for f in self.fields)
+
+    def describe(self) -> str:
+        body = "; ".join(f"{f.ctype.split('[')[0]} {f.name}{'[' + str(f.count) + ']' if f.count else ''} @{f.offset}"
+                         for f in self.fields)
+        pad = f", {self.padding} padding" if self.padding else ""
+        return f"{self.name} {{ {body}; }} ({self.size} bytes{pad})"
+
+    def pack(self, **values: Any) -> bytes:
+        buf = bytearray(self.size)
+        missing = [f.name for f in self.fields if f.name not in values]
+        extra = sorted(set(values) - {f.name for f in self.fields})
+        if missing or extra:
+            raise MapError(f"encode {self.name}", f"missing fields {missing}, unknown fields {extra}",
+                           f"give exactly the fields of {self.describe()}")
+        for f in self.fields:
+            v = values[f.name]
+            fmt = "<" + _SCALARS[f.scalar][0]
+            try:
+                if f.count:
+                    items = bytes(v) if f.scalar == "u8" else v
+                    if len(items) != f.count:
+                        raise ValueError(f"{len(items)} items, field holds {f.count}")
+                    for i, item in enumerate(items):
+                        struct.pack_into(fmt, buf, f.offset + i * _SCALARS[f.scalar][1], item)
+                else:
+                    struct.pack_into(fmt, buf, f.offset, v)
+            except (struct.error, ValueError, TypeError) as e:
+                raise MapError(f"encode field {f.name} of {self.name}", f"{v!r} does not fit {f.ctype}: {e}",
+                               "pass a value of the field's type") from None
+        return bytes(buf)
+
+    def unpack(self, raw: bytes) -> dict[str, Any]:
+        if len(raw) != self.size:
+            raise MapError(f"decode {self.name}", f"{len(raw)} bytes, the layout has {self.size}",
+                           f"decode with the map's own layout ({self.describe()})")
+        out: dict[str, Any] = {}
+        for f in self.fields:
+            fmt = "<" + _SCALARS[f.scalar][0]
+            if f.count:
+                if f.scalar == "u8":
+                    out[f.name] = raw[f.offset:f.offset + f.size]
+                else:
+                    w = _SCALARS[f.scalar][1]
+                    out[f.name] = [struct.unpack_from(fmt, raw, f.offset + i * w)[0] for i in range(f.count)]
+            else:
+                out[f.name] = struct.unpack_from(fmt, raw, f.offset)[0]
+        return out
+
+
+def hexbytes(raw: bytes) -> str:
+    """Bytes as `bpftool map dump` prints them: "07 00 00 00  00 00 11 22"."""
+    groups = [" ".join(f"{b:02x}" for b in raw[i:i + 8]) for i in range(0, len(raw), 8)]
+    return "  ".join(groups)
+
+
+class MapView:
+    """A kernel map by fd, with the layouts its program declared for key and value."""
+
+    def __init__(self, fd: int, key: Layout, value: Layout) -> None:
+        self.fd = fd
+        self.info = bpfsys.map_info(fd)
+        self.key_layout, self.value_layout = key, value
+        self.percpu = self.info.type in bpfsys.PERCPU_TYPES
+        self.ncpus = bpfsys.possible_cpus() if self.percpu else 1
+        self.stride = (self.info.value_size + 7) // 8 * 8 if self.percpu else self.info.value_size
+
+    @property
+    def name(self) -> str:
+        return self.info.name
+
+    def _check(self, what: str, raw: bytes, size: int, layout: Layout, given: Layout | None, op: str) -> None:
+        if len(raw) != size:
+            mine = f" ({given.describe()})" if given else ""
+            raise MapError(f"{op} {self.name}", f"{what} is {len(raw)} bytes{mine}, the map's {what} is "
+                           f"{size} bytes ({layout.describe()})",
+                           f"lay the {what} out as the map's struct (e.g. u32, not a 64-bit int, for a C u32)")
+
+    def update(self, key: bytes, value: bytes, *, value_layout: Layout | None = None,
+               key_layout: Layout | None = None) -> None:
+        """Write raw bytes; refuses a key or value whose size is not the map's."""
+        self._check("key", key, self.info.key_size, self.key_layout, key_layout, "update")
+        self._check("value", value, self.info.value_size, self.value_layout, value_layout, "update")
+        if self.info.type in ("devmap", "xskmap", "array", "percpu_array", "prog_array"):
+            index = int.from_bytes(key, "little")
+            if index >= self.info.max_entries:
+                raise MapError(f"update {self.name}[{index}]", f"index {index} is out of range: the map has "
+                               f"{self.info.max_entries} entries (0..{self.info.max_entries - 1})",
+                               "use a smaller index, or give the map more entries in the C source")
+        if self.percpu:
+            value = b"".join(value.ljust(self.stride, b"\0") for _ in range(self.ncpus))
+        try:
+            bpfsys.update(self.fd, key, value)
+        except OSError as e:
+            raise MapError(f"update {self.name}[{hexbytes(key)}]", e.strerror or str(e),
+                           "check the key and value against `bpftool map dump`", errno=e.errno) from None
+
+    def lookup(self, key: bytes) -> bytes | None:
+        raw = bpfsys.lookup(self.fd, key, self.stride * self.ncpus)
+        return raw if raw is None or not self.percpu else raw[:self.info.value_size]
+
+    def lookup_percpu(self, key: bytes) -> list[bytes] | None:
+        raw = bpfsys.lookup(self.fd, key, self.stride * self.ncpus)
+        if raw is None:
+            return None
+        return [raw[i * self.stride:i * self.stride + self.info.value_size] for i in range(self.ncpus)]
+
+    def delete(self, key: bytes) -> bool:
+        return bpfsys.delete(self.fd, key)
+
+    def keys(self) -> list[bytes]:
+        return bpfsys.keys(self.fd, self.info.key_size)
+
+    @property
+    def readable(self) -> bool:
+        """False for maps whose values user space cannot read (xskmap: EOPNOTSUPP)."""
+        return self.info.type != "xskmap"
+
+    def items(self) -> list[tuple[bytes, bytes | None]]:
+        """(key, value) for every key; value None where the kernel reports no entry."""
+        if not self.readable:
+            return [(k, None) for k in self.keys()]
+        return [(k, self.lookup(k)) for k in self.keys()]
+
+    def clear(self) -> None:
+        """Empty the map: delete every entry, or zero it for arrays (which cannot delete)."""
+        if self.info.type in bpfsys.ARRAY_TYPES:
+            zero = bytes(self.stride * self.ncpus)
+            for k in self.keys():
+                bpfsys.update(self.fd, k, zero)
+        else:
+            for k in self.keys():
+                bpfsys.delete(self.fd, k)
+
+    def dump(self) -> str:
+        """The map as `bpftool map dump` prints it, plus decoded fields."""
+        lines = [f"{self.info.id}: {self.info.type}  name {self.name}  key {self.info.key_size}B  "
+                 f"value {self.info.value_size}B  max_entries {self.info.max_entries}"]
+        n = 0
+        for k, v in self.items():
+            if v is None:
+                continue
+            if self.info.type in bpfsys.ARRAY_TYPES and not any(v):
+                continue
+            n += 1
+            lines.append(f"key: {hexbytes(k)}  value: {hexbytes(v)}")
+            try:
+                lines.append(f"    = {self.key_layout.unpack(k)} -> {self.value_layout.unpack(v)}")
+            except MapError:
+                pass
+        if not self.readable:
+            lines.append(f"(values of a {self.info.type} cannot be read from user space)")
+        lines.append(f"Found {n} element{'s' if n != 1 else ''}")
+        return "\n".join(lines)

@@ -1,0 +1,211 @@
+"""A network namespace handle: create, delete, run code inside it, its own sysfs view.
+
+The test process stays in the root namespace. The only way in is `Netns.entered()`, which
+moves the calling thread alone (setns(2) is per thread) and always moves it back. A socket
+keeps the namespace it was created in, so sockets and netlink handles are created inside
+and used from outside.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from .errors import NetnsError
+
+if TYPE_CHECKING:
+    from pyroute2 import IPRoute
+
+NETNS_RUN_DIR = "/run/netns"          # where `ip netns` looks
+SYSFS_DIR = "/run/xdplab/sysfs"      # one sysfs mount per lab namespace
+
+CLONE_NEWNET = 0x40000000
+MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
+MNT_DETACH = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_lock = threading.Lock()
+
+
+def _check(ret: int, action: str, reason: str = "", fix: str = "") -> None:
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise NetnsError(action, reason or os.strerror(err), fix, errno=err)
+
+
+def _setns(fd: int, action: str) -> None:
+    _check(_libc.setns(fd, CLONE_NEWNET), action)
+
+
+@contextlib.contextmanager
+def _thread_in(fd: int, action: str) -> Iterator[None]:
+    """Move this thread into the namespace `fd` for the block, and always back."""
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        _setns(fd, action)
+        try:
+            yield
+        finally:
+            # Not going back would leave the test process in a lab namespace: fatal.
+            if _libc.setns(home, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                os.write(2, f"xdplab: return to the original network namespace: {os.strerror(err)}; "
+                            "aborting, the process would go on inside a lab namespace\n".encode())
+                os._exit(70)
+    finally:
+        os.close(home)
+
+
+def _ensure_run_dir() -> None:
+    """Make /run/netns a shared mount point, as iproute2 does, so that the namespace
+    mounts under it are seen by `ip netns` and by other mount namespaces."""
+    os.makedirs(NETNS_RUN_DIR, exist_ok=True)
+    path = NETNS_RUN_DIR.encode()
+    if _libc.mount(b"", path, b"none", MS_SHARED | MS_REC, None) != 0:
+        _check(_libc.mount(path, path, b"none", MS_BIND | MS_REC, None), f"bind-mount {NETNS_RUN_DIR}")
+        _check(_libc.mount(b"", path, b"none", MS_SHARED | MS_REC, None), f"share {NETNS_RUN_DIR}")
+
+
+class Netns:
+    """A named network namespace at /run/netns/<name>, visible to `ip netns`."""
+
+    def __init__(self, name: str, path: str) -> None:
+        self.name, self.path = name, path
+        self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        self._ipr: IPRoute | None = None
+        self._sysfs: str | None = None
+
+    # life cycle -----------------------------------------------------------------------
+    @classmethod
+    def create(cls, name: str) -> "Netns":
+        """Create the namespace `name`; it must not exist yet."""
+        action = f"create network namespace {name}"
+        path = os.path.join(NETNS_RUN_DIR, name)
+        with _lock:
+            _ensure_run_dir()
+            try:
+                os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+            except FileExistsError:
+                raise NetnsError(action, f"{path} already exists",
+                                 "remove it with `ip netns delete` or `python -m lab clean`, or pick another name",
+                                 errno=errno.EEXIST) from None
+            home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                _check(_libc.unshare(CLONE_NEWNET), action)
+                try:
+                    _check(_libc.mount(b"/proc/thread-self/ns/net", path.encode(), b"none", MS_BIND, None),
+                           action, fix="is /run writable and are you root?")
+                finally:
+                    _setns(home, f"{action}: return to the original namespace")
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+                raise
+            finally:
+                os.close(home)
+        ns = cls(name, path)
+        try:
+            ns.sysctl("net/ipv6/conf/all/disable_ipv6", 1)   # quiet: no DAD, RS or MLD frames
+            ns.sysctl("net/ipv6/conf/default/disable_ipv6", 1)
+            ns.ipr.link("set", index=1, state="up")             # lo
+        except BaseException:
+            ns.close()
+            raise
+        return ns
+
+    @classmethod
+    def open(cls, name: str) -> "Netns":
+        """A handle on an existing namespace (not created by this handle; close() removes it)."""
+        path = os.path.join(NETNS_RUN_DIR, name)
+        if not os.path.exists(path):
+            raise NetnsError(f"open network namespace {name}", f"{path} does not exist",
+                             "check `ip netns list`")
+        return cls(name, path)
+
+    def close(self) -> None:
+        """Remove the namespace: its sysfs view, the netlink handle, the bind mount. Idempotent."""
+        if self._fd is None:
+            return
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        if self._sysfs is not None:
+            _libc.umount2(self._sysfs.encode(), MNT_DETACH)
+            with contextlib.suppress(OSError):
+                os.rmdir(self._sysfs)
+            self._sysfs = None
+        os.close(self._fd)
+        self._fd = None
+        if _libc.umount2(self.path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+            err = ctypes.get_errno()
+            raise NetnsError(f"delete network namespace {self.name}", os.strerror(err),
+                             "see `mount | grep netns`", errno=err)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def __enter__(self) -> "Netns":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Netns({self.name!r})"
+
+    # inside ------------------------------------------------------------------------------
+    @property
+    def fd(self) -> int:
+        if self._fd is None:
+            raise NetnsError(f"use network namespace {self.name}", "it was already closed",
+                             "use the namespace only while its lab is up")
+        return self._fd
+
+    @contextlib.contextmanager
+    def entered(self) -> Iterator[None]:
+        """Run the block with this thread inside the namespace (and only this thread)."""
+        with _thread_in(self.fd, f"enter network namespace {self.name}"):
+            yield
+
+    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        """A socket that belongs to this namespace, wherever it is used from."""
+        with self.entered():
+            return socket.socket(family, type, proto)
+
+    @property
+    def ipr(self) -> "IPRoute":
+        """A netlink (rtnetlink) handle bound to this namespace, with extended acks."""
+        if self._ipr is None:
+            from pyroute2 import IPRoute
+            with self.entered():
+                self._ipr = IPRoute(ext_ack=True)
+        return self._ipr
+
+    def sysctl(self, key: str, value: int | str) -> None:
+        """Write /proc/sys/<key> as seen from inside the namespace."""
+        with self.entered(), open(f"/proc/sys/{key}", "w") as f:
+            f.write(f"{value}\n")
+
+    @property
+    def sysfs(self) -> str:
+        """A sysfs mounted from inside this namespace: its /sys/class/net shows this
+        namespace's devices (the root's /sys shows the root's)."""
+        if self._sysfs is None:
+            path = os.path.join(SYSFS_DIR, self.name)
+            os.makedirs(path, exist_ok=True)
+            with self.entered():
+                _check(_libc.mount(b"sysfs", path.encode(), b"sysfs", 0, None),
+                       f"mount sysfs for network namespace {self.name}")
+            self._sysfs = path
+        return self._sysfs
+
+
+def list_names() -> list[str]:
+    try:
+        return sorted(os.listdir(NETNS_RUN_DIR))
+    except FileNotFoundError:
+        return []

@@ -1,0 +1,132 @@
+"""Frame builders (keyword-only, with defaults, in the manner of PTF's simple_*_packet) and masks.
+
+Builders return scapy packets; `bytes(frame)` is what goes on the wire. A `Mask` compares
+received bytes with an expected frame, ignoring the fields marked don't-care.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import PacketError
+
+
+def _scapy() -> Any:
+    import scapy.all as s   # imported lazily: scapy's import takes a while
+    return s
+
+
+def udp_frame(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00:01:02",
+              ip_src: str = "192.168.1.2", ip_dst: str = "192.168.0.1", ttl: int = 64, ip_id: int = 1,
+              sport: int = 1234, dport: int = 5678, payload: bytes = b"xdplab-payload", ihl: int | None = None,
+              options: bytes = b"") -> Any:
+    """Ethernet / IPv4 / UDP / payload (no padding: the frame is exactly as long as its parts)."""
+    s = _scapy()
+    ip = s.IP(src=ip_src, dst=ip_dst, ttl=ttl, id=ip_id, flags="DF")
+    if options:
+        ip.options = [s.IPOption(options)]
+    if ihl is not None:
+        ip.ihl = ihl
+    return s.Ether(dst=eth_dst, src=eth_src) / ip / s.UDP(sport=sport, dport=dport) / s.Raw(payload)
+
+
+def arp_request(*, eth_src: str = "02:00:00:00:01:02", ip_src: str = "192.168.1.2",
+                ip_dst: str = "192.168.1.1") -> Any:
+    """A broadcast ARP who-has."""
+    s = _scapy()
+    return s.Ether(dst="ff:ff:ff:ff:ff:ff", src=eth_src) / s.ARP(op=1, hwsrc=eth_src, psrc=ip_src, pdst=ip_dst)
+
+
+def ipv6_udp_frame(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00:01:02",
+                   ip_src: str = "fd00::2", ip_dst: str = "fd00::1", payload: bytes = b"xdplab-v6") -> Any:
+    s = _scapy()
+    return s.Ether(dst=eth_dst, src=eth_src) / s.IPv6(src=ip_src, dst=ip_dst) / s.UDP(sport=1234, dport=5678) / \
+        s.Raw(payload)
+
+
+def rewrite(frame: Any, **fields: Any) -> Any:
+    """A copy of `frame` with fields changed, e.g. rewrite(f, eth_dst="00:00:11:22:33:44")."""
+    s = _scapy()
+    out = frame.copy()
+    for name, value in fields.items():
+        layer, _, attr = name.partition("_")
+        cls = {"eth": s.Ether, "ip": s.IP}.get(layer)
+        if cls is None or cls not in out:
+            raise PacketError(f"rewrite field {name}", "unknown layer prefix or layer not in frame",
+                              "use eth_dst, eth_src, ip_src, ip_dst, ip_ttl ...")
+        setattr(out[cls], attr, value)
+    return out
+
+
+def summary(raw: bytes) -> str:
+    """One line that a person can read, from the bytes of a frame."""
+    s = _scapy()
+    try:
+        return s.Ether(raw).summary()
+    except Exception:  # noqa: BLE001 - a frame scapy cannot dissect is still shown as hex
+        return f"{len(raw)} bytes"
+
+
+def hexdump(raw: bytes, width: int = 16) -> str:
+    return "\n".join(f"  {i:04x}  " + " ".join(f"{b:02x}" for b in raw[i:i + width])
+                     for i in range(0, len(raw), width))
+
+
+class Mask:
+    """An expected frame plus the bits that must match. Compare with `matches(raw)`."""
+
+    def __init__(self, frame: Any) -> None:
+        self.frame = frame
+        self.expected = bytes(frame)
+        self.mask = bytearray(b"\xff" * len(self.expected))
+        self.ignored: list[str] = []
+
+    def dont_care(self, *fields: str) -> "Mask":
+        """Ignore fields given as "Layer.field", e.g. "IP.ttl", "IP.chksum", "Ether.dst"."""
+        s = _scapy()
+        fixed = s.Ether(self.expected)   # every automatic field (checksums, lengths) now explicit
+        for spec in fields:
+            layer_name, _, fname = spec.partition(".")
+            layer_cls = getattr(s, layer_name, None)
+            if layer_cls is None or layer_cls not in fixed or not fname:
+                raise PacketError(f"mask field {spec}", "no such layer in the frame",
+                                  "name a layer of the expected frame, e.g. IP.ttl")
+            layer = fixed[layer_cls]
+            fld = next((f for f in layer.fields_desc if f.name == fname), None)
+            if fld is None:
+                raise PacketError(f"mask field {spec}", f"{layer_name} has no field {fname!r}",
+                                  f"use one of {', '.join(f.name for f in layer.fields_desc)}")
+            other = fixed.copy()
+            value = getattr(layer, fname)
+            if isinstance(value, int):
+                bits = getattr(fld, "size", 0) if getattr(fld, "size", 0) and type(fld).__name__.startswith("Bit") \
+                    else 8 * fld.sz
+                setattr(other[layer_cls], fname, value ^ ((1 << bits) - 1))
+            elif isinstance(value, str) and ":" in value:
+                setattr(other[layer_cls], fname, ":".join(f"{int(b, 16) ^ 0xff:02x}" for b in value.split(":")))
+            elif isinstance(value, str) and value.count(".") == 3:
+                setattr(other[layer_cls], fname, ".".join(str(int(b) ^ 0xff) for b in value.split(".")))
+            else:
+                raise PacketError(f"mask field {spec}", f"field type {type(fld).__name__} is not supported",
+                                  "mask integer, MAC or IPv4 fields")
+            diff = bytes(other)
+            for i, (a, b) in enumerate(zip(self.expected, diff)):
+                self.mask[i] &= ~(a ^ b) & 0xFF
+            self.ignored.append(spec)
+        return self
+
+    def matches(self, raw: bytes) -> bool:
+        if len(raw) != len(self.expected):
+            return False
+        return all((a & m) == (b & m) for a, b, m in zip(raw, self.expected, self.mask))
+
+    def __str__(self) -> str:
+        ign = f" (ignoring {', '.join(self.ignored)})" if self.ignored else ""
+        return f"{summary(self.expected)}, {len(self.expected)} bytes{ign}"
+
+
+def as_mask(expected: Any) -> Mask:
+    if isinstance(expected, Mask):
+        return expected
+    if isinstance(expected, (bytes, bytearray)):
+        return Mask(_scapy().Ether(bytes(expected)))
+    return Mask(expected)

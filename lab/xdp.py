@@ -1,0 +1,107 @@
+"""Attach an XDP program to an interface inside a namespace, confirm it, detach it.
+
+Attach goes over rtnetlink (IFLA_XDP) on the interface's namespace, with extended acks, so
+a refusal carries the kernel's own reason ("veth: Peer MTU is too large to set XDP").
+The attach is then read back (IFLA_XDP_ATTACHED and the program id) and must match.
+"""
+from __future__ import annotations
+
+import errno
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import bpfsys
+from .errors import XdpError
+
+if TYPE_CHECKING:
+    from .topology import Interface
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1     # generic XDP, `ip link` shows "xdpgeneric"
+XDP_FLAGS_DRV_MODE = 1 << 2     # native XDP in the driver, `ip link` shows "xdp"
+
+MODES = {"skb": XDP_FLAGS_SKB_MODE, "drv": XDP_FLAGS_DRV_MODE}
+ATTACHED_NAMES = {"skb": "xdpgeneric", "drv": "xdp"}   # as pyroute2 decodes IFLA_XDP_ATTACHED
+MODE_OF_ATTACHED = {v: k for k, v in ATTACHED_NAMES.items()}
+
+# Known kernel refusals -> what the user can do.
+_FIXES = (
+    ("Peer MTU is too large", "lower the peer's MTU (a page must hold a frame: at most 3498 on x86_64 "
+                              "with 4 KiB pages) or use skb mode"),
+    ("XDP program already attached", "detach the other program first (`ip link set dev IF xdp off`)"),
+    ("Native and generic XDP can't be active at the same time", "detach the program of the other mode first"),
+    ("queues", "give the veth more rx queues (`numrxqueues`) or use skb mode"),
+    ("native XDP is not supported", "use skb mode: this device has no driver XDP"),
+)
+
+
+@dataclass(frozen=True)
+class XdpState:
+    """What the kernel reports for an interface: mode ("skb", "drv", None) and program id."""
+    mode: str | None
+    prog_id: int
+
+    def __str__(self) -> str:
+        return "no xdp" if self.mode is None else f"{ATTACHED_NAMES.get(self.mode, self.mode)} id {self.prog_id}"
+
+
+def _check_mode(mode: str) -> int:
+    if mode not in MODES:
+        raise XdpError(f"choose xdp attach mode {mode!r}", "unknown mode",
+                       f"use one of {', '.join(MODES)}")
+    return MODES[mode]
+
+
+def query(iface: "Interface") -> XdpState:
+    """Read the XDP state of an interface back over netlink."""
+    link = iface.ns.ipr.get_links(iface.ifindex)[0]
+    xdp = link.get("IFLA_XDP")
+    if xdp is None:
+        return XdpState(None, 0)
+    attached = xdp.get("IFLA_XDP_ATTACHED")
+    mode = MODE_OF_ATTACHED.get(attached, attached)
+    return XdpState(mode, xdp.get("IFLA_XDP_PROG_ID") or 0)
+
+
+def _set(iface: "Interface", fd: int, flags: int) -> None:
+    iface.ns.ipr.link("set", index=iface.ifindex,
+                      xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+
+
+class Attachment:
+    """A program attached to one interface in one mode; `close()` detaches it."""
+
+    def __init__(self, iface: "Interface", prog_fd: int, mode: str, prog_name: str = "") -> None:
+        self.iface, self.mode = iface, mode
+        self.prog_name = prog_name or bpfsys.prog_info(prog_fd).name
+        flags = _check_mode(mode)
+        action = f"attach xdp program {self.prog_name} to {iface.key} in {mode} mode"
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            _set(iface, prog_fd, flags | XDP_FLAGS_UPDATE_IF_NOEXIST)
+        except NetlinkError as e:
+            reason = e.args[1] if len(e.args) > 1 and e.args[1] else str(e)
+            fix = next((f for k, f in _FIXES if k in reason), "see `ip -d link show` in the namespace")
+            raise XdpError(action, reason, fix, errno=e.code, objects=(iface,)) from None
+        self.prog_id = bpfsys.prog_info(prog_fd).id
+        self._attached = True
+        state = query(iface)
+        if state.mode != mode or state.prog_id != self.prog_id:
+            self.close()
+            raise XdpError(action, f"the kernel reports {state}, not {ATTACHED_NAMES[mode]} id {self.prog_id}",
+                           "report this: the attach call succeeded but did not take effect")
+
+    def close(self) -> None:
+        """Detach (idempotent). A device that is already gone counts as detached."""
+        if not self._attached:
+            return
+        self._attached = False
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            _set(self.iface, -1, MODES[self.mode])
+        except NetlinkError as e:
+            if e.code not in (errno.ENODEV,):
+                raise XdpError(f"detach xdp from {self.iface.key}", str(e), errno=e.code) from None
+
+    def __repr__(self) -> str:
+        return f"Attachment({self.prog_name} on {self.iface.key}, {self.mode}, id {self.prog_id})"

@@ -1,0 +1,184 @@
+"""l2fwd forwards, rewrites and passes: the seed topology, in skb and drv mode.
+
+      net1                         fwd                                   net2
+  ┌──────────────┐   ┌──────────────────────────────────────┐   ┌──────────────────┐
+  │ veth1        │───│ veth0 [l2fwd: skb|drv]   veth2       │───│ veth3 [xdp_pass, │
+  │ 192.168.1.2  │   │ 192.168.1.1              192.168.0.254│   │  drv mode only]  │
+  │ 02:..:01:02  │   │ 02:..:01:01              02:..:00:fe │   │ 192.168.0.1      │
+  └──────────────┘   └──────────────────────────────────────┘   │ 00:00:11:22:33:44│
+                                                                 └──────────────────┘
+  l2fwd_map: 192.168.0.1 -> {outif: ifindex of veth2, dst_mac: 00:00:11:22:33:44}
+  txport_map: veth2 -> veth2
+
+Counters, as this kernel (6.18) keeps them for a veth:
+  * skb mode: every interface on the path counts frames and bytes as sent.
+  * drv mode: veth0 runs NAPI, so its rx (and veth1's tx, which veth reports from the same
+    per-queue stats) counts skb->len after eth_type_trans pulled the 14-byte Ethernet
+    header: bytes = frame length - 14. Redirected frames reach veth2/veth3 as xdp_frames
+    and are counted whole. ethtool -S shows the rx_queue_0_xdp_* counters only in drv mode.
+"""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from lab.counters import assert_counters
+from lab.packets import arp_request, ipv6_udp_frame, rewrite, udp_frame
+
+N = 100
+ROUTED = "192.168.0.1"            # in l2fwd_map
+NEW_DST_MAC = "00:00:11:22:33:44"  # the map's dst_mac: veth3's own MAC
+
+
+@pytest.fixture
+def routed(lab, l2fwd):
+    """The seed's map entries: 192.168.0.1 -> veth2 with destination MAC 00:00:11:22:33:44."""
+    l2fwd.route(ROUTED, via=lab.iface("fwd/veth2"), mac=NEW_DST_MAC)
+    return l2fwd
+
+
+def frame_to(lab, ip_dst, **kw):
+    """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`."""
+    return udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac,
+                     ip_src="192.168.1.2", ip_dst=ip_dst, **kw)
+
+
+def ingress(mode, frames, length):
+    """Counters of net1/veth1 -> fwd/veth0 for `frames` frames of `length` bytes (see the
+    module docstring for why drv mode counts 14 bytes less, and its ethtool counters)."""
+    rx_bytes = frames * (length - 14 if mode == "drv" else length)
+    c = {"net1/veth1": {"tx_packets": frames, "tx_bytes": rx_bytes},
+         "fwd/veth0": {"rx_packets": frames, "rx_bytes": rx_bytes}}
+    if mode == "drv":
+        c["fwd/veth0"].update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=rx_bytes)
+    return c
+
+
+def udp_listener(lab, ns, ip, port=5678):
+    sock = lab.ns(ns).socket(socket.AF_INET, socket.SOCK_DGRAM)
+    lab.on_close(f"close udp socket in {ns}", sock.close)
+    sock.bind((ip, port))
+    sock.settimeout(2.0)
+    return sock
+
+
+def test_forwarded_with_mac_rewrite(lab, routed, xdp_mode):
+    """N frames for 192.168.0.1 leave veth2 with only the destination MAC rewritten, and
+    net2's stack accepts them (its UDP socket receives every payload)."""
+    frame = frame_to(lab, ROUTED)
+    out = rewrite(frame, eth_dst=NEW_DST_MAC)
+    sink = udp_listener(lab, "net2", ROUTED)
+    egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+
+    got = egress.expect(out, count=N)
+    assert got[0] == bytes(out), "the forwarded frame differs from the sent one in more than the destination MAC"
+    egress.expect_no_other()
+    ingress_tap.expect_none()      # XDP redirected them before any tap on veth0 could see them
+    payloads = [sink.recv(2048) for _ in range(N)]
+    assert payloads == [bytes(frame["Raw"])] * N
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
+    L = len(frame)
+    expected = ingress(xdp_mode, N, L)
+    expected["fwd/veth2"] = {"tx_packets": N, "tx_bytes": N * L}
+    expected["net2/veth3"] = {"rx_packets": N, "rx_bytes": N * L}
+    if xdp_mode == "drv":
+        expected["fwd/veth0"]["rx_queue_0_xdp_redirect"] = N
+        expected["fwd/veth2"]["tx_queue_0_xdp_xmit"] = N
+        expected["net2/veth3"].update(rx_queue_0_xdp_packets=N, rx_queue_0_xdp_bytes=N * L)
+    assert_counters(before, expected)
+
+
+def test_unknown_destination_goes_up_the_stack(lab, routed, xdp_mode):
+    """A destination not in l2fwd_map is passed: fwd's own stack delivers it to its UDP
+    socket on 192.168.1.1; nothing reaches net2."""
+    frame = frame_to(lab, "192.168.1.1")
+    sink = udp_listener(lab, "fwd", "192.168.1.1")
+    egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+
+    ingress_tap.expect(frame, count=N)      # passed frames are seen by taps after XDP
+    payloads = [sink.recv(2048) for _ in range(N)]
+    assert payloads == [bytes(frame["Raw"])] * N
+    egress.expect_none()
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
+    assert_counters(before, ingress(xdp_mode, N, len(frame)))
+
+
+def test_arp_is_passed_and_answered(lab, routed, xdp_mode):
+    """ARP is not IPv4: passed to fwd's stack, which answers every who-has."""
+    n = 10
+    request = arp_request(eth_src=lab.iface("net1/veth1").mac, ip_src="192.168.1.2", ip_dst="192.168.1.1")
+    replies, egress = lab.capture("net1/veth1"), lab.capture("net2/veth3")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(request, count=n)
+
+    got = replies.expect(_arp_reply(lab), count=n)
+    assert len(got) == n
+    replies.expect_no_other()
+    egress.expect_none()
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": n, "tx": 0, "redirect": 0, "malformed": 0}
+    expected = ingress(xdp_mode, n, len(request))
+    reply_len = len(got[0])
+    expected["fwd/veth0"].update(tx_packets=n, tx_bytes=n * reply_len)
+    expected["net1/veth1"].update(rx_packets=n, rx_bytes=n * reply_len)
+    assert_counters(before, expected)
+
+
+def _arp_reply(lab):
+    from lab.packets import Mask
+    from scapy.all import ARP, Ether
+    veth0, veth1 = lab.iface("fwd/veth0"), lab.iface("net1/veth1")
+    return Mask(Ether(dst=veth1.mac, src=veth0.mac) / ARP(op=2, hwsrc=veth0.mac, psrc="192.168.1.1",
+                                                          hwdst=veth1.mac, pdst="192.168.1.2"))
+
+
+def test_ipv6_is_passed_not_forwarded(lab, routed, xdp_mode):
+    """IPv6 is passed to fwd's stack (which has IPv6 disabled and drops it); nothing leaves."""
+    frame = ipv6_udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac)
+    egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+
+    ingress_tap.expect(frame, count=N)
+    egress.expect_none()
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
+    assert_counters(before, ingress(xdp_mode, N, len(frame)))
+
+
+def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
+    """Frames for the routed destination cut inside the IPv4 header, or with a bad version or
+    IHL: passed, counted as malformed, never forwarded, and the program never reads past
+    data_end (the verifier would refuse it, and every frame is accounted for)."""
+    whole = bytes(frame_to(lab, ROUTED))
+    truncated = [whole[:n] for n in range(14, 14 + 20)]            # Ethernet + 0..19 bytes of IPv4
+    bad_ihl = bytes(frame_to(lab, ROUTED, ihl=4))
+    bad_version = whole[:14] + bytes([0x65]) + whole[15:]          # version 6 in an IPv4 ethertype
+    frames = truncated + [bad_ihl, bad_version]
+    egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
+    before = lab.snapshot()
+
+    port = lab.port("net1/veth1")
+    for f in frames:
+        port.send(f)
+
+    for f in frames:
+        ingress_tap.expect(f)
+    ingress_tap.expect_no_other()
+    egress.expect_none()
+    m = len(frames)
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": m, "tx": 0, "redirect": 0, "malformed": m}
+    expected = ingress(xdp_mode, m, 0)
+    total = sum(len(f) for f in frames)
+    rx_bytes = total - 14 * m if xdp_mode == "drv" else total
+    expected["net1/veth1"]["tx_bytes"] = expected["fwd/veth0"]["rx_bytes"] = rx_bytes
+    if xdp_mode == "drv":
+        expected["fwd/veth0"]["rx_queue_0_xdp_bytes"] = rx_bytes
+    assert_counters(before, expected)
