@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
-from .packets import Mask, as_mask, hexdump, summary
+from .packets import Mask, as_mask, field_diff, hexdump, summary
 
 if TYPE_CHECKING:
     from .topology import Interface
@@ -111,6 +111,8 @@ class Capture:
         lines.append(f"RECEIVED: {len(frames)} frame(s) not matched" + (":" if frames else ""))
         for raw in frames[:limit]:
             lines += [f"  {summary(raw)}, {len(raw)} bytes", hexdump(raw)]
+            if expected is not None:
+                lines += [f"    differs in {d}" for d in field_diff(expected.expected, raw)]
         if len(frames) > limit:
             lines.append(f"  ... and {len(frames) - limit} more")
         lines.append(f"capture drops: {self.drops}")

@@ -59,13 +59,16 @@ class Compiled:
         self.program = program
         src = program.source.read_bytes()
         stderr = _CapturedStderr()
+        failure: Exception | None = None
         with stderr:
             try:
                 self.bpf = bcc.BPF(text=src, cflags=list(program.cflags))
                 fn = self.bpf.load_func(program.function.encode(), bcc.BPF.XDP)
             except Exception as e:  # bcc raises bare Exception with the diagnostics on stderr
-                raise CompileError(f"compile {program.source.name} with bcc", str(e).split(" %")[0] + ":\n" +
-                                   stderr.text.strip(), "fix the C source (diagnostics above)") from None
+                failure = e
+        if failure is not None:
+            raise CompileError(f"compile {program.source.name} with bcc", f"{failure}:\n{stderr.text.strip()}",
+                               "fix the C source (diagnostics above)") from None
         self.fd: int = fn.fd
         self.info = bpfsys.prog_info(self.fd)
         self.maps: dict[str, MapView] = {}

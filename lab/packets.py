@@ -58,12 +58,35 @@ def rewrite(frame: Any, **fields: Any) -> Any:
 
 
 def summary(raw: bytes) -> str:
-    """One line that a person can read, from the bytes of a frame."""
+    """One line that a person can read, from the bytes of a frame: MACs, then the rest."""
     s = _scapy()
+    if len(raw) < 14:
+        return f"runt, {len(raw)} bytes"
     try:
-        return s.Ether(raw).summary()
+        eth = s.Ether(raw)
+        return f"{eth.src} > {eth.dst} {eth.payload.summary()}"
     except Exception:  # noqa: BLE001 - a frame scapy cannot dissect is still shown as hex
         return f"{len(raw)} bytes"
+
+
+def field_diff(expected: bytes, received: bytes, limit: int = 8) -> list[str]:
+    """The header fields in which two frames differ, "Layer.field: expected X, received Y"."""
+    s = _scapy()
+    out = []
+    if len(expected) != len(received):
+        out.append(f"length: expected {len(expected)}, received {len(received)}")
+    a, b = s.Ether(expected), s.Ether(received)
+    while a and b and type(a) is type(b) and not isinstance(a, s.Raw):
+        for f in a.fields_desc:
+            va, vb = a.getfieldval(f.name), b.getfieldval(f.name)
+            if va != vb:
+                out.append(f"{type(a).__name__}.{f.name}: expected {va!r}, received {vb!r}")
+        a, b = a.payload, b.payload
+    if a and b and type(a) is not type(b):
+        out.append(f"layer: expected {type(a).__name__}, received {type(b).__name__}")
+    elif isinstance(a, s.Raw) and bytes(a) != bytes(b):
+        out.append("payload differs")
+    return out[:limit]
 
 
 def hexdump(raw: bytes, width: int = 16) -> str:

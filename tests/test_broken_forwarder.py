@@ -1,0 +1,55 @@
+"""The scenarios catch a broken forwarder: variants of bpf/l2fwd.c with one deliberate bug
+each are run through scenarios/test_forwarding.py (with --lab-forwarder) and must fail
+there, with the assertion that names the bug; the unmodified source must pass the same way."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SOURCE = (ROOT / "bpf" / "l2fwd.c").read_text()
+
+# name -> (line of l2fwd.c to replace, replacement)
+BUGS = {
+    "forgets-mac-rewrite": ("    __builtin_memcpy(eth->h_dest, f->dst_mac, ETH_ALEN);\n", ""),
+    "always-passes": ("    int action = txport_map.redirect_map(f->outif, 0);\n", "    int action = XDP_PASS;\n"),
+}
+
+
+def run_forwarding_scenario(source: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "--no-header", "-rN", "-x",
+         f"--lab-forwarder={source}", "scenarios/test_forwarding.py::test_forwarded_with_mac_rewrite"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")})
+
+
+def test_the_real_forwarder_passes_through_the_same_path(tmp_path):
+    src = tmp_path / "l2fwd.c"
+    src.write_text(SOURCE)
+    r = run_forwarding_scenario(src)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "2 passed" in r.stdout
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_a_broken_forwarder_fails_the_forwarding_scenario(tmp_path, bug):
+    line, replacement = BUGS[bug]
+    assert SOURCE.count(line) == 1, f"bpf/l2fwd.c changed: the line this bug removes is gone: {line!r}"
+    src = tmp_path / f"l2fwd-{bug}.c"
+    src.write_text(SOURCE.replace(line, replacement))
+    r = run_forwarding_scenario(src)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "CompileError" not in out, "the variant must compile: the scenario, not bcc, has to catch it"
+    assert "expected 100 matching frame(s), got 0 on net2/veth3" in out, out
+    if bug == "forgets-mac-rewrite":
+        # the frames did arrive, with the old destination MAC: the report shows them
+        assert "RECEIVED: 100 frame(s) not matched" in out, out
+        assert "differs in Ether.dst: expected '00:00:11:22:33:44', received '02:00:00:00:01:01'" in out, out
+    else:
+        assert "RECEIVED: 0 frame(s) not matched" in out, out

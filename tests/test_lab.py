@@ -1,0 +1,168 @@
+"""Root tests of lab/ against the real kernel: build and teardown, attach, maps, errors."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from lab import forwarder as fw
+from lab import netns, xdp
+from lab.counters import sysfs_stats
+from lab.errors import MapError, NetnsError, XdpError
+from lab.forwarder import XDP_PASS, Forwarder, L2fwd
+from lab.maps import Layout
+from lab.names import NameFactory
+from lab.topology import SEED, End, Topology, Veth, build
+
+
+def ip_json(*args: str) -> list:
+    return json.loads(subprocess.run(["ip", "-j", *args], check=True, capture_output=True, text=True).stdout)
+
+
+def lab_leftovers(run: str) -> dict:
+    """What of a run is still on the machine: namespaces and sysfs mounts."""
+    with open("/proc/self/mounts") as f:
+        mounts = [line.split()[1] for line in f if f"xdplab-{run}-" in line]
+    return {"netns": [n for n in netns.list_names() if n.startswith(f"xdplab-{run}-")], "mounts": mounts}
+
+
+def test_build_makes_the_seed_topology_and_close_removes_it():
+    names = NameFactory(run="t0a1")
+    root_links = {link["ifname"] for link in ip_json("link")}
+    lab = build(SEED, names)
+    try:
+        assert sorted(lab.namespaces) == ["fwd", "net1", "net2"]
+        for key, i in lab.interfaces.items():
+            [link] = ip_json("-n", i.ns.name, "-d", "link", "show", i.name)
+            assert (link["address"], link["mtu"], link["operstate"], link["linkinfo"]["info_kind"]) == \
+                (SEED.end(key).resolved_mac(), 1500, "UP", "veth"), key
+            assert link["link_netnsid"] is not None, f"{key}: its peer must be in another namespace"
+            addrs = [a["local"] for a in ip_json("-n", i.ns.name, "addr", "show", i.name)[0]["addr_info"]]
+            assert addrs == [SEED.end(key).ip.split("/")[0]], f"{key}: only its IPv4 address (IPv6 is off)"
+            assert sysfs_stats(i)["tx_packets"] == 0, f"{key}: a quiet link sends nothing by itself"
+        assert {link["ifname"] for link in ip_json("link")} == root_links, "nothing is added to the root namespace"
+    finally:
+        lab.close()
+    assert lab_leftovers("t0a1") == {"netns": [], "mounts": []}
+    lab.close()   # idempotent
+
+
+def test_failed_build_removes_what_it_made_and_leaves_foreign_objects_alone():
+    names = NameFactory(run="t0a2", worker="w")
+    foreign = netns.Netns.create("xdplab-t0a2-w-2-net2")   # the name build() will want third
+    try:
+        with pytest.raises(NetnsError, match=r"create network namespace xdplab-t0a2-w-2-net2: "
+                                             r"/run/netns/xdplab-t0a2-w-2-net2 already exists \(EEXIST\); remove it"):
+            build(SEED, names)
+        assert lab_leftovers("t0a2")["netns"] == ["xdplab-t0a2-w-2-net2"], "only the foreign namespace remains"
+    finally:
+        foreign.close()
+    assert lab_leftovers("t0a2") == {"netns": [], "mounts": []}
+
+
+@pytest.mark.parametrize("mode", ["skb", "drv"])
+def test_attach_is_read_back_and_detach_removes_it(lab, mode):
+    veth0 = lab.iface("fwd/veth0")
+    with Forwarder(XDP_PASS) as f:
+        a = f.attach(veth0, mode)
+        state = xdp.query(veth0)
+        assert (state.mode, state.prog_id) == (mode, a.prog_id)
+        [link] = ip_json("-n", veth0.ns.name, "-d", "link", "show", "veth0")
+        assert link["xdp"]["mode"] == {"skb": 2, "drv": 1}[mode]     # XDP_ATTACHED_SKB / _DRV
+        assert link["xdp"]["prog"]["id"] == a.prog_id
+        with pytest.raises(XdpError, match="attach xdp program xdp_pass to fwd/veth0"):
+            f.attach(veth0, mode)                                     # one program per mode
+    assert xdp.query(veth0).mode is None
+
+
+def test_unknown_mode_is_refused(lab):
+    with Forwarder(XDP_PASS) as f, pytest.raises(XdpError, match="choose xdp attach mode 'hw': unknown mode; "
+                                                                 "use one of skb, drv"):
+        f.attach(lab.iface("fwd/veth0"), "hw")
+
+
+JUMBO = Topology((Veth(End("fwd", "veth0"), End("net1", "veth1", mtu=9000)),), name="jumbo")
+
+
+def test_native_attach_refused_carries_the_kernel_reason_and_the_fix():
+    with build(JUMBO) as lab, Forwarder(XDP_PASS) as f:
+        with pytest.raises(XdpError) as e:
+            f.attach(lab.iface("fwd/veth0"), "drv")
+        assert str(e.value) == ("attach xdp program xdp_pass to fwd/veth0 in drv mode: veth: Peer MTU is too "
+                                "large to set XDP (ERANGE); lower the peer's MTU (a page must hold a frame: at "
+                                "most 3498 on x86_64 with 4 KiB pages) or use skb mode")
+        assert xdp.query(lab.iface("fwd/veth0")).mode is None
+        f.attach(lab.iface("fwd/veth0"), "skb")                       # the fix the message names
+        assert xdp.query(lab.iface("fwd/veth0")).mode == "skb"
+
+
+GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
+
+
+def test_value_of_the_wrong_size_is_refused_naming_both_layouts():
+    with L2fwd() as f:
+        go = GO_INT.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
+        with pytest.raises(MapError) as e:
+            f.set_l2fwd_raw("192.168.0.1", go, layout=GO_INT)
+        assert str(e.value) == (
+            "update l2fwd_map: value is 16 bytes (go struct {Outif int; DstMac [6]byte} { i64 Outif @0; "
+            "u8 DstMac[6] @8; } (16 bytes, 2 padding)), the map's value is 12 bytes (l2fwd_map value { u32 outif "
+            "@0; u8 dst_mac[6] @4; } (12 bytes, 2 padding)); lay the value out as the map's struct (e.g. u32, not "
+            "a 64-bit int, for a C u32)")
+        assert f.l2fwd_entries() == {}, "a refused value must not reach the map"
+        f.set_l2fwd_raw("192.168.0.1", go[:12])                       # the seed's truncated write: accepted
+        assert f.l2fwd_entries() == {"192.168.0.1": {"outif": 7, "dst_mac": "00:00:00:00:00:00"}}
+
+
+def test_map_entries_are_what_bpftool_shows(lab):
+    with L2fwd() as f:
+        veth2 = lab.iface("fwd/veth2")
+        f.route("192.168.0.1", via=veth2, mac="00:00:11:22:33:44")
+        dump = json.loads(subprocess.run(["bpftool", "-j", "map", "dump", "id", str(f.map("l2fwd_map").info.id)],
+                                         check=True, capture_output=True, text=True).stdout)
+        assert [(e["key"], e["value"]) for e in dump] == [
+            (["0xc0", "0xa8", "0x00", "0x01"],
+             [f"0x{veth2.ifindex:02x}", "0x00", "0x00", "0x00", "0x00", "0x00", "0x11", "0x22", "0x33", "0x44",
+              "0x00", "0x00"])]
+        tx = f.map("txport_map")
+        assert tx.lookup(veth2.ifindex.to_bytes(4, "little")) == veth2.ifindex.to_bytes(4, "little")
+
+
+def test_txport_refuses_an_ifindex_the_devmap_cannot_hold(lab):
+    from dataclasses import replace
+    far = replace(lab.iface("fwd/veth2"), ifindex=64)
+    with L2fwd() as f, pytest.raises(MapError, match=r"update txport_map\[64\]: ifindex 64 of fwd/veth2 does not "
+                                                    r"fit the devmap \(keys 0..63\); raise txport_map's max_entries"):
+        f.set_txport(far)
+
+
+def test_maps_are_emptied_between_users_and_compiled_once_per_process(lab):
+    with L2fwd() as f:
+        f.route("192.168.0.1", via=lab.iface("fwd/veth2"), mac="00:00:11:22:33:44")
+        count = fw.compile_count
+    with L2fwd() as f:
+        assert f.l2fwd_entries() == {}
+        assert f.map("txport_map").items() == [(k, None) for k, _ in f.map("txport_map").items()]
+        assert fw.compile_count == count, "the second user must reuse the compiled program"
+
+
+def test_two_users_of_one_program_at_once_are_refused():
+    with L2fwd(), pytest.raises(Exception, match="use program l2fwd.c: another Forwarder of this process uses it"):
+        L2fwd()
+
+
+def test_compile_error_shows_the_compiler_diagnostics(tmp_path):
+    src = tmp_path / "bad.c"
+    src.write_text("int xdp_l2fwd(struct xdp_md *ctx) { return undefined_thing; }\n")
+    with pytest.raises(Exception, match=r"(?s)compile bad.c with bcc: .*use of undeclared identifier "
+                                        r"'undefined_thing'.*fix the C source"):
+        Forwarder(fw.Program(src, "xdp_l2fwd"))
+
+
+def test_process_stays_in_the_root_namespace(lab):
+    home = os.stat("/proc/self/ns/net").st_ino
+    with lab.ns("fwd").entered():
+        assert os.stat("/proc/thread-self/ns/net").st_ino != home
+    assert os.stat("/proc/thread-self/ns/net").st_ino == home

@@ -1,0 +1,171 @@
+"""Tests of lab/ that need neither root nor the kernel: names, layouts, masks, deltas, validation."""
+from __future__ import annotations
+
+import pytest
+
+from lab.counters import Delta
+from lab.errors import LabError, MapError, PacketError, TopologyError
+from lab.forwarder import FWD, L2fwd
+from lab.maps import Layout, hexbytes
+from lab.names import NameFactory, check_ifname
+from lab.packets import Mask, rewrite, udp_frame
+from lab.topology import SEED, End, Topology, Veth, check_ipv4, check_mac, end
+
+GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
+
+
+# names -----------------------------------------------------------------------------------
+def test_ifname_of_15_characters_is_accepted_16_is_refused():
+    assert check_ifname("a" * 15) == "a" * 15
+    with pytest.raises(TopologyError, match=r"name interface 'aaaaaaaaaaaaaaaa': 16 characters, the kernel "
+                                            r"allows at most 15 \(IFNAMSIZ\); use a shorter name"):
+        check_ifname("a" * 16)
+
+
+@pytest.mark.parametrize("bad", ["", "a b", "a/b", "a:b", ".."])
+def test_ifname_with_forbidden_characters_is_refused(bad):
+    with pytest.raises(TopologyError, match="name interface"):
+        check_ifname(bad)
+
+
+def test_namespace_names_carry_run_worker_and_sequence():
+    f = NameFactory(run="ab12", worker="gw3")
+    assert [f.netns("fwd"), f.netns("fwd"), f.netns("net1")] == \
+        ["xdplab-ab12-gw3-0-fwd", "xdplab-ab12-gw3-1-fwd", "xdplab-ab12-gw3-2-net1"]
+    assert NameFactory(run="ab12", worker="gw4").netns("fwd") != NameFactory(run="ab12", worker="gw3").netns("fwd")
+
+
+# layouts and the seed's map values ----------------------------------------------------------
+def test_fwd_layout_is_12_bytes_with_2_of_padding():
+    assert (FWD.size, FWD.padding) == (12, 2)
+    assert [(f.name, f.offset, f.size) for f in FWD.fields] == [("outif", 0, 4), ("dst_mac", 4, 6)]
+    assert FWD.describe() == "struct fwd { u32 outif @0; u8 dst_mac[6] @4; } (12 bytes, 2 padding)"
+
+
+def test_go_struct_with_int_is_16_bytes():
+    assert GO_INT.size == 16
+    assert [(f.name, f.offset) for f in GO_INT.fields] == [("Outif", 0), ("DstMac", 8)]
+
+
+def test_seed_value_encodes_as_the_fixed_control_plane_wrote_it():
+    raw = FWD.pack(outif=7, dst_mac=bytes.fromhex("000011223344"))
+    assert hexbytes(raw) == "07 00 00 00 00 00 11 22  33 44 00 00"      # the seed's second dump
+    assert FWD.unpack(raw) == {"outif": 7, "dst_mac": bytes.fromhex("000011223344")}
+
+
+def test_seed_bug_value_decodes_to_an_all_zero_mac():
+    """The seed's first dump: the first 12 bytes of a Go struct {Outif int; DstMac [6]byte}.
+    The program reads dst_mac at offset 4, which holds the int's upper half: all zeros;
+    the MAC's first two bytes landed in the padding and 33 44 fell off the end."""
+    go = GO_INT.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
+    raw = go[:FWD.size]
+    assert hexbytes(raw) == "07 00 00 00 00 00 00 00  00 00 11 22"
+    assert FWD.unpack(raw) == {"outif": 7, "dst_mac": bytes(6)}
+
+
+def test_l2fwd_key_is_the_address_as_it_sits_in_the_ip_header():
+    assert L2fwd.key("192.168.0.1") == bytes([0xC0, 0xA8, 0x00, 0x01])
+    assert L2fwd.value(7, "00:00:11:22:33:44") == bytes.fromhex("070000000000112233440000")
+
+
+@pytest.mark.parametrize("bad", ["192.168.0", "192.168.0.256", "::1", "", "x"])
+def test_l2fwd_key_refuses_what_is_not_ipv4(bad):
+    with pytest.raises(TopologyError, match="encode l2fwd_map key .*not a dotted-quad IPv4 address"):
+        L2fwd.key(bad)
+
+
+def test_layout_pack_refuses_missing_fields_and_values_that_do_not_fit():
+    with pytest.raises(MapError, match=r"missing fields \['dst_mac'\]"):
+        FWD.pack(outif=1)
+    with pytest.raises(MapError, match="does not fit u32"):
+        FWD.pack(outif=2 ** 32, dst_mac=bytes(6))
+    with pytest.raises(MapError, match="5 items, field holds 6"):
+        FWD.pack(outif=1, dst_mac=bytes(5))
+
+
+# masks -----------------------------------------------------------------------------------
+def test_mask_matches_only_where_it_cares():
+    exp = udp_frame(ttl=64)
+    assert Mask(exp).matches(bytes(exp))
+    assert not Mask(exp).matches(bytes(udp_frame(ttl=63)))
+    loose = Mask(exp).dont_care("IP.ttl", "IP.chksum")
+    assert loose.matches(bytes(udp_frame(ttl=63)))
+    assert not loose.matches(bytes(udp_frame(ttl=63, ip_dst="192.168.0.2")))
+    assert not loose.matches(bytes(udp_frame(ttl=63))[:-1]), "a shorter frame must not match"
+
+
+def test_mask_on_mac_and_bitfield():
+    exp = udp_frame()
+    m = Mask(exp).dont_care("Ether.dst")
+    assert m.matches(bytes(rewrite(exp, eth_dst="00:00:11:22:33:44")))
+    assert not m.matches(bytes(rewrite(exp, eth_src="00:00:11:22:33:44")))
+    raw = bytearray(bytes(exp))
+    raw[14] = (raw[14] & 0xF0) | 6      # IHL 6, version kept
+    assert not Mask(exp).matches(bytes(raw))
+    assert Mask(exp).dont_care("IP.ihl").matches(bytes(raw))
+    assert not Mask(exp).dont_care("IP.version").matches(bytes(raw))
+
+
+def test_mask_errors_name_the_field():
+    with pytest.raises(PacketError, match="mask field IPv6.hlim: no such layer"):
+        Mask(udp_frame()).dont_care("IPv6.hlim")
+    with pytest.raises(PacketError, match="IP has no field 'tll'"):
+        Mask(udp_frame()).dont_care("IP.tll")
+
+
+# counters --------------------------------------------------------------------------------
+def test_delta_requires_exact_values_and_nothing_else_moving():
+    d = Delta({"fwd/veth0": {"rx_packets": 5, "rx_dropped": 1}, "net2/veth3": {}})
+    assert d.mismatches({"fwd/veth0": {"rx_packets": 5, "rx_dropped": 1}}) == []
+    assert d.mismatches({"fwd/veth0": {"rx_packets": 5}}) == ["fwd/veth0 rx_dropped: expected +0, got +1"]
+    assert d.mismatches({"fwd/veth0": {"rx_packets": 4, "rx_dropped": 1}, "net2/veth3": {"rx_packets": 1}}) == [
+        "fwd/veth0 rx_packets: expected +4, got +5", "net2/veth3 rx_packets: expected +1, got +0"]
+
+
+# topology validation ----------------------------------------------------------------------
+def test_seed_topology_is_valid_and_has_the_seed_names():
+    SEED.validate()
+    assert SEED.all_namespaces == ("net1", "fwd", "net2")
+    assert SEED.peer("fwd/veth0").key == "net1/veth1"
+    assert SEED.end("net2/veth3").mac == "00:00:11:22:33:44"
+
+
+def test_duplicate_interface_is_refused():
+    t = Topology((Veth(End("a", "x"), End("b", "y")), Veth(End("a", "x"), End("c", "z"))))
+    with pytest.raises(TopologyError, match="declare interface a/x: declared twice"):
+        t.validate()
+
+
+def test_duplicate_mac_is_refused():
+    t = Topology((Veth(End("a", "x", "02:00:00:00:00:01"), End("b", "y", "02:00:00:00:00:01")),))
+    with pytest.raises(TopologyError, match="declare MAC address 02:00:00:00:00:01: used by a/x and b/y"):
+        t.validate()
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"mac": "02:00:00:00:00"}, "parse MAC address of a/x '02:00:00:00:00': not six colon-separated hex bytes"),
+    ({"mac": "01:00:5e:00:00:01"}, "a multicast address"),
+    ({"ip": "10.0.0.1"}, "not an IPv4 address with a prefix length"),
+    ({"ip": "10.0.0.300/24"}, "not an IPv4 address with a prefix length"),
+    ({"mtu": 10}, "set MTU of a/x: 10 is outside 68..65535"),
+])
+def test_bad_end_attributes_are_refused(kw, message):
+    with pytest.raises(TopologyError, match=message):
+        Topology((Veth(End("a", "x", **kw), End("b", "y")),)).validate()
+
+
+def test_helpers_parse_and_refuse():
+    assert end("fwd/veth0").key == "fwd/veth0"
+    with pytest.raises(TopologyError, match="not of the form namespace/interface"):
+        end("veth0")
+    assert check_mac("02:AA:00:00:00:01") == "02:aa:00:00:00:01"
+    assert check_ipv4("10.0.0.1") == "10.0.0.1"
+    with pytest.raises(TopologyError, match="fix|write it as"):
+        check_ipv4("10.0.0")
+
+
+def test_errors_read_verb_object_reason_fix():
+    e = LabError("attach xdp to fwd/veth0 in drv mode", "veth: Peer MTU is too large to set XDP",
+                 "lower the peer's MTU", errno=34)
+    assert str(e) == ("attach xdp to fwd/veth0 in drv mode: veth: Peer MTU is too large to set XDP (ERANGE); "
+                      "lower the peer's MTU")
