@@ -1,0 +1,69 @@
+"""Root tests of ports and captures on a real veth pair: claims, reports, drop accounting."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab.dataplane import Capture
+from lab.packets import Mask, udp_frame
+from lab.topology import End, Topology, Veth
+
+PAIR = Topology((Veth(End("a", "v0", "02:00:00:00:0a:00"), End("b", "v1", "02:00:00:00:0b:00")),), name="pair")
+
+
+@pytest.fixture
+def lab_topology():
+    return PAIR
+
+
+def frame(**kw):
+    return udp_frame(eth_src="02:00:00:00:0a:00", eth_dst="02:00:00:00:0b:00", ip_src="10.9.0.1",
+                     ip_dst="10.9.0.2", **kw)
+
+
+def test_expect_claims_matching_frames_and_expect_no_other_reports_the_rest(lab):
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    port.send(frame(ttl=1), count=3)
+    port.send(frame(ttl=2), count=2)
+    assert len(cap.expect(frame(ttl=1), count=3)) == 3
+    with pytest.raises(AssertionError) as e:
+        cap.expect_no_other()
+    text = str(e.value)
+    assert text.startswith("expected no frame on b/v1\nRECEIVED: 2 frame(s) not matched:")
+    assert "capture drops: 0" in text
+    assert len(cap.received) == 5
+
+
+def test_expect_failure_shows_expected_and_received_side_by_side(lab):
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    port.send(frame(ttl=9))
+    with pytest.raises(AssertionError) as e:
+        cap.expect(frame(ttl=10), timeout=0.3)
+    text = str(e.value)
+    assert text.startswith("expected 1 matching frame(s), got 0 on b/v1\nEXPECTED: 02:00:00:00:0a:00 > "
+                           "02:00:00:00:0b:00 IP / UDP 10.9.0.1:1234 > 10.9.0.2:5678 / Raw, 56 bytes")
+    assert "RECEIVED: 1 frame(s) not matched:" in text
+    assert "differs in IP.ttl: expected 10, received 9" in text
+    assert cap.expect(Mask(frame(ttl=10)).dont_care("IP.ttl", "IP.chksum")), "a mask claims the same frame"
+
+
+def test_capture_sees_only_what_the_interface_receives(lab):
+    sender_side = lab.capture("a/v0")
+    lab.port("a/v0").send(frame(), count=4)
+    sender_side.expect_none()      # outgoing frames are ignored (PACKET_IGNORE_OUTGOING)
+
+
+def test_capture_counts_its_own_drops_and_expect_none_shows_them(lab):
+    cap = Capture(lab.iface("b/v1"), rcvbuf=4096)       # far too small on purpose
+    try:
+        lab.port("a/v0").send(frame(), count=1000)
+        deadline = time.monotonic() + 2
+        while len(cap.received) + cap.drops < 1000 and time.monotonic() < deadline:
+            cap.poll(0.01)
+        assert cap.drops > 0
+        assert len(cap.received) + cap.drops == 1000, "every frame is either received or counted as dropped"
+        with pytest.raises(AssertionError, match=f"capture drops: {cap.drops}"):
+            cap.expect_none()
+    finally:
+        cap.close()
