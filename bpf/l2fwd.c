@@ -13,8 +13,8 @@
  * frames it could not parse (those are passed too, and counted in both).
  *
  * Build flags: -DL2FWD_DEBUG turns on bpf_trace_printk lines, each starting
- * with "l2fwd[<tag>]" where <tag> is -DL2FWD_TAG=<n> (0 by default), so that
- * a reader of trace_pipe can tell two loaded copies apart.
+ * with "l2fwd[<tag>]", where <tag> is what user space wrote in trace_tag[0]
+ * (the lab writes one per test, so that each test finds its own lines).
  */
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
@@ -23,14 +23,19 @@
 #define VERDICT_MALFORMED 5
 #define VERDICT_SLOTS 6
 
-#ifndef L2FWD_TAG
-#define L2FWD_TAG 0
-#endif
-
 #ifdef L2FWD_DEBUG
+BPF_ARRAY(trace_tag, u32, 1);
+
+static __always_inline u32 tag(void)
+{
+    u32 zero = 0;
+    u32 *t = trace_tag.lookup(&zero);
+    return t ? *t : 0;
+}
+
 /* bcc rewrites bpf_trace_printk() only outside macros: call the raw helper (at most 3 arguments). */
-#define dbg(fmt, ...) ({ char _fmt[] = "l2fwd[%d] " fmt; \
-                         bpf_trace_printk_(_fmt, sizeof(_fmt), L2FWD_TAG, ##__VA_ARGS__); })
+#define dbg(fmt, ...) ({ char _fmt[] = "l2fwd[%u] " fmt; \
+                         bpf_trace_printk_(_fmt, sizeof(_fmt), tag(), ##__VA_ARGS__); })
 #else
 #define dbg(fmt, ...) do { } while (0)
 #endif

@@ -14,6 +14,7 @@ _NR_bpf = 321  # x86_64
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_BTF_GET_FD_BY_ID = 19
 BPF_ANY = 0
 
 MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 5: "percpu_hash", 6: "percpu_array",
@@ -34,7 +35,19 @@ class _InfoAttr(ctypes.Structure):
 class _MapInfo(ctypes.Structure):
     _fields_ = [("type", ctypes.c_uint32), ("id", ctypes.c_uint32), ("key_size", ctypes.c_uint32),
                 ("value_size", ctypes.c_uint32), ("max_entries", ctypes.c_uint32),
-                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16)]
+                ("map_flags", ctypes.c_uint32), ("name", ctypes.c_char * 16),
+                ("ifindex", ctypes.c_uint32), ("btf_vmlinux_value_type_id", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+                ("btf_key_type_id", ctypes.c_uint32), ("btf_value_type_id", ctypes.c_uint32)]
+
+
+class _BtfInfo(ctypes.Structure):
+    _fields_ = [("btf", ctypes.c_uint64), ("btf_size", ctypes.c_uint32), ("id", ctypes.c_uint32),
+                ("name", ctypes.c_uint64), ("name_len", ctypes.c_uint32), ("kernel_btf", ctypes.c_uint32)]
+
+
+class _IdAttr(ctypes.Structure):
+    _fields_ = [("id", ctypes.c_uint32), ("next_id", ctypes.c_uint32), ("open_flags", ctypes.c_uint32)]
 
 
 class _ProgInfo(ctypes.Structure):
@@ -43,7 +56,10 @@ class _ProgInfo(ctypes.Structure):
                 ("jited_prog_insns", ctypes.c_uint64), ("xlated_prog_insns", ctypes.c_uint64),
                 ("load_time", ctypes.c_uint64), ("created_by_uid", ctypes.c_uint32),
                 ("nr_map_ids", ctypes.c_uint32), ("map_ids", ctypes.c_uint64),
-                ("name", ctypes.c_char * 16)]
+                ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32),
+                ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
+                ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
+                ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32)]
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
@@ -63,6 +79,9 @@ class MapInfo:
     value_size: int
     max_entries: int
     flags: int
+    btf_id: int = 0
+    btf_key_type_id: int = 0
+    btf_value_type_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,13 +90,29 @@ class ProgInfo:
     name: str
     tag: str
     map_ids: tuple[int, ...]
+    btf_id: int = 0
 
 
 def map_info(fd: int) -> MapInfo:
     info = _MapInfo()
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
     return MapInfo(info.id, MAP_TYPES.get(info.type, str(info.type)), info.name.decode(),
-                   info.key_size, info.value_size, info.max_entries, info.map_flags)
+                   info.key_size, info.value_size, info.max_entries, info.map_flags,
+                   info.btf_id, info.btf_key_type_id, info.btf_value_type_id)
+
+
+def btf_blob(btf_id: int) -> bytes:
+    """The raw BTF (header, types, strings) of the kernel BTF object `btf_id`."""
+    fd = _bpf(BPF_BTF_GET_FD_BY_ID, _IdAttr(btf_id, 0, 0))
+    try:
+        info = _BtfInfo()
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+        buf = ctypes.create_string_buffer(info.btf_size)
+        info2 = _BtfInfo(btf=ctypes.addressof(buf), btf_size=info.btf_size)
+        _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
+        return buf.raw
+    finally:
+        os.close(fd)
 
 
 def prog_info(fd: int) -> ProgInfo:
@@ -86,7 +121,7 @@ def prog_info(fd: int) -> ProgInfo:
     ids = (ctypes.c_uint32 * info.nr_map_ids)()
     info2 = _ProgInfo(nr_map_ids=info.nr_map_ids, map_ids=ctypes.addressof(ids))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
-    return ProgInfo(info.id, info.name.decode(), bytes(info.tag).hex(), tuple(ids))
+    return ProgInfo(info.id, info.name.decode(), bytes(info.tag).hex(), tuple(ids), info.btf_id)
 
 
 def possible_cpus() -> int:

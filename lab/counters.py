@@ -8,24 +8,15 @@ namespace. A `Snapshot` holds both for every interface of a lab; subtracting two
 """
 from __future__ import annotations
 
-import ctypes
-import fcntl
 import os
-import socket
-import struct
 import time
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from .ethtool import ethtool_stats
+
 if TYPE_CHECKING:
     from .topology import Interface, Lab
-
-SIOCETHTOOL = 0x8946
-ETHTOOL_GSTRINGS, ETHTOOL_GSTATS, ETHTOOL_GSSET_INFO = 0x1B, 0x1D, 0x37
-ETH_SS_STATS = 1
-ETH_GSTRING_LEN = 32
-NOT_COUNTERS = {"peer_ifindex"}   # veth's ethtool -S reports its peer's ifindex among stats
-
 
 def sysfs_stats(iface: "Interface") -> dict[str, int]:
     """All of /sys/class/net/<if>/statistics, as seen from the interface's namespace."""
@@ -35,35 +26,6 @@ def sysfs_stats(iface: "Interface") -> dict[str, int]:
         with open(os.path.join(d, name)) as f:
             out[name] = int(f.read())
     return out
-
-
-def _ifreq(name: str, data: ctypes.Array) -> bytes:
-    return struct.pack("16sP", name.encode(), ctypes.addressof(data))
-
-
-def ethtool_stats(iface: "Interface") -> dict[str, int]:
-    """`ethtool -S <if>` in the interface's namespace; {} when the driver has none."""
-    sock = iface.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        sset = ctypes.create_string_buffer(struct.pack("IIQI", ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_STATS, 0))
-        try:
-            fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, sset))
-        except OSError:
-            return {}
-        n = struct.unpack_from("I", sset.raw, 16)[0]
-        if n == 0:
-            return {}
-        strings = ctypes.create_string_buffer(struct.pack("III", ETHTOOL_GSTRINGS, ETH_SS_STATS, n) +
-                                              bytes(n * ETH_GSTRING_LEN))
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, strings))
-        stats = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_GSTATS, n) + bytes(8 * n))
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, stats))
-    finally:
-        sock.close()
-    names = [strings.raw[12 + i * ETH_GSTRING_LEN:12 + (i + 1) * ETH_GSTRING_LEN].split(b"\0")[0].decode()
-             for i in range(n)]
-    values = struct.unpack_from(f"{n}Q", stats.raw, 8)
-    return {k: v for k, v in zip(names, values) if k not in NOT_COUNTERS}
 
 
 def read(iface: "Interface") -> dict[str, int]:

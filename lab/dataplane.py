@@ -11,6 +11,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
@@ -28,6 +29,16 @@ NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing ar
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
 
 
+def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
+    """A classic pcap file (microsecond timestamps, LINKTYPE_ETHERNET)."""
+    with open(path, "wb") as f:
+        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 262144, 1))
+        for ts, raw in frames:
+            sec = int(ts)
+            f.write(struct.pack("<IIII", sec, int((ts - sec) * 1e6), len(raw), len(raw)))
+            f.write(raw)
+
+
 class Port:
     """Send frames onto an interface from inside its namespace."""
 
@@ -42,6 +53,8 @@ class Port:
         self.sent = 0
 
     def send(self, frame: Any, count: int = 1) -> None:
+        """Send `count` copies of `frame`, after the lab's preflight checks pass."""
+        self.iface.lab.before_traffic()
         raw = bytes(frame)
         send = self.sock.send
         try:
@@ -72,6 +85,7 @@ class Capture:
             raise DataplaneError(f"open capture on {iface.key}", e.strerror or str(e), errno=e.errno) from None
         self.sock.setblocking(False)
         self.received: list[bytes] = []     # every frame, in order of arrival
+        self.times: list[float] = []        # when poll() read each of them (for the pcap)
         self.pending: list[bytes] = []      # frames no expect() has claimed yet
         self._packets = self._drops = 0
 
@@ -88,6 +102,7 @@ class Capture:
             except BlockingIOError:
                 break
             self.received.append(raw)
+            self.times.append(time.time())
             self.pending.append(raw)
             n += 1
         return n
@@ -102,6 +117,10 @@ class Capture:
 
     def close(self) -> None:
         self.sock.close()
+
+    def write_pcap(self, path: str) -> None:
+        """Every received frame as a pcap file (tcpdump -r, Wireshark)."""
+        write_pcap(path, zip(self.times, self.received))
 
     # checks ------------------------------------------------------------------------------
     def _report(self, headline: str, expected: Mask | None, frames: list[bytes], limit: int = 5) -> str:

@@ -45,6 +45,10 @@ class MapError(LabError):
     """A map key or value does not fit the map, or a map operation failed."""
 
 
+class PreflightError(LabError):
+    """Traffic would vanish: a redirect target cannot receive, or a route has no egress."""
+
+
 class PacketError(LabError):
     """A frame or mask could not be built."""
 

@@ -17,13 +17,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
-from .errors import CompileError, LabError, MapError
+from .errors import CompileError, LabError, MapError, PreflightError
+from .btf import Btf, map_layouts
 from .maps import Layout, MapView
 from .topology import check_ipv4, check_mac
 from .xdp import Attachment
 
 if TYPE_CHECKING:
-    from .topology import Interface
+    from .topology import Interface, Lab
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
 L2FWD_SOURCE = BPF_DIR / "l2fwd.c"
@@ -72,10 +73,14 @@ class Compiled:
         self.fd: int = fn.fd
         self.info = bpfsys.prog_info(self.fd)
         self.maps: dict[str, MapView] = {}
+        btf = Btf.by_id(self.info.btf_id) if self.info.btf_id else None
         for name in self._table_names():
             t = self.bpf.get_table(name.encode())
-            self.maps[name] = MapView(t.map_fd, Layout.from_ctypes(f"{name} key", t.Key),
-                                      Layout.from_ctypes(f"{name} value", t.Leaf))
+            info = bpfsys.map_info(t.map_fd)
+            # the program's BTF where the map has it (bcc gives none to devmap/xskmap), else bcc's ctypes
+            key, value = map_layouts(info, btf) or (Layout.from_ctypes(f"{name} key", t.Key),
+                                                    Layout.from_ctypes(f"{name} value", t.Leaf))
+            self.maps[name] = MapView(t.map_fd, key, value)
 
     def _table_names(self) -> list[str]:
         import ctypes
@@ -186,6 +191,13 @@ class L2fwd(Forwarder):
 
     def __init__(self, program: Program = L2FWD) -> None:
         super().__init__(program)
+        try:
+            m = self.map("l2fwd_map")
+            m.value_layout.check(FWD, f"l2fwd_map value of {program.source.name}")
+        except LabError:
+            self.close()
+            raise
+        m.key_format = lambda raw: str(ipaddress.IPv4Address(raw))
 
     # l2fwd_map: daddr (as in the IP header) -> {outif, dst_mac}
     @staticmethod
@@ -202,8 +214,21 @@ class L2fwd(Forwarder):
         self.map("l2fwd_map").update(self.key(dst), self.value(outif, mac))
 
     def set_l2fwd_raw(self, dst: str, value: bytes, layout: Layout | None = None) -> None:
-        """Write a value as a control plane would, bytes as given (for layout bugs)."""
+        """Write a value as a control plane would, bytes as given (for layout bugs): only its
+        size is checked, and `layout` (the control plane's struct) is named if it is wrong."""
         self.map("l2fwd_map").update(self.key(dst), value, value_layout=layout)
+
+    def check_layout(self, layout: Layout) -> None:
+        """Check a control plane's struct against l2fwd_map's value type from BTF: size and
+        every field's offset; the error names the fields that differ."""
+        self.map("l2fwd_map").value_layout.check(layout, "l2fwd_map value")
+
+    def set_trace_tag(self, tag: int) -> bool:
+        """Make the program's bpf_printk lines carry `tag` (debug builds only; False otherwise)."""
+        if "trace_tag" not in self.maps:
+            return False
+        self.map("trace_tag").update(bytes(4), (tag & 0xFFFFFFFF).to_bytes(4, "little"))
+        return True
 
     def l2fwd_entries(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -235,6 +260,42 @@ class L2fwd(Forwarder):
         """Forward IPv4 `dst` out of `via` with destination MAC `mac` (both maps)."""
         self.set_txport(via)
         self.set_l2fwd(dst, via, mac)
+
+    # preflight
+    def problems(self, lab: "Lab", mode: str) -> list[str]:
+        """Why frames would vanish with the maps as they are: routes whose outif has no
+        txport_map entry, and redirect targets that cannot receive in `mode`."""
+        from .features import redirect_readiness
+        out = []
+        home = self.attachments[0].iface if self.attachments else None
+        tx = self.map("txport_map")
+        targets = {int.from_bytes(v, "little") for _, v in tx.items() if v is not None}
+        for dst, entry in self.l2fwd_entries().items():
+            if entry["outif"] not in targets:
+                out.append(f"l2fwd_map routes {dst} to outif {entry['outif']}, which txport_map does not hold: "
+                           f"the redirect fails (XDP_ABORTED); add it with set_txport()")
+        for index in sorted(targets):
+            iface = next((i for i in lab.interfaces.values()
+                          if home is not None and i.ns is home.ns and i.ifindex == index), None)
+            if iface is None:
+                out.append(f"txport_map holds ifindex {index}, which is no interface of "
+                           f"{home.nsname if home else 'the forwarder'}'s namespace")
+                continue
+            r = redirect_readiness(lab, iface, mode)
+            if not r.ready:
+                peer = lab.peer(iface.key)
+                out.append(f"{r}: attach an XDP program to {peer.key} (xdp_pass), turn GRO on there "
+                           f"(ethtool -K {peer.name} gro on), or attach in skb mode")
+        return out
+
+    def preflight(self, lab: "Lab", mode: str) -> None:
+        """Raise PreflightError when frames sent now would vanish (see problems())."""
+        problems = self.problems(lab, mode)
+        if problems:
+            raise PreflightError(f"preflight {self.program.source.name} in {mode} mode",
+                                 "frames would vanish: " + "; ".join(problems),
+                                 "fix the setup, or mark the test @pytest.mark.expect_drops if the drop is "
+                                 "what it tests")
 
     # verdict_cnt
     def verdicts(self) -> dict[str, int]:

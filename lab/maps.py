@@ -81,11 +81,54 @@ class Layout:
     def padding(self) -> int:
         return self.size - sum(f.size for f in self.fields)
 
+    @property
+    def is_scalar(self) -> bool:
+        return len(self.fields) == 1 and self.fields[0].name == "value" and not self.name.startswith(("struct", "union"))
+
     def describe(self) -> str:
+        if self.is_scalar:
+            return f"{self.fields[0].ctype} ({self.size} bytes)"
         body = "; ".join(f"{f.ctype.split('[')[0]} {f.name}{'[' + str(f.count) + ']' if f.count else ''} @{f.offset}"
                          for f in self.fields)
         pad = f", {self.padding} padding" if self.padding else ""
         return f"{self.name} {{ {body}; }} ({self.size} bytes{pad})"
+
+    def differences(self, other: "Layout") -> list[str]:
+        """How `other` (a user's layout) differs from this one (the program's): size, and
+        each field, taken in order, whose offset or size differs."""
+        out = []
+        if other.size != self.size:
+            out.append(f"size {other.size}, the map's {self.size}")
+        for i in range(max(len(self.fields), len(other.fields))):
+            mine = self.fields[i] if i < len(self.fields) else None
+            theirs = other.fields[i] if i < len(other.fields) else None
+            if mine is None:
+                out.append(f"field {theirs.name} @{theirs.offset} has no counterpart in the map's type")
+            elif theirs is None:
+                out.append(f"field {mine.name} @{mine.offset} is missing")
+            elif (mine.offset, mine.size) != (theirs.offset, theirs.size):
+                out.append(f"field {theirs.name} at offset {theirs.offset} ({theirs.size} bytes), the map's "
+                           f"{mine.name} at offset {mine.offset} ({mine.size} bytes)")
+        return out
+
+    def check(self, other: "Layout", what: str) -> None:
+        """Raise MapError naming every difference between a user's layout and this one."""
+        diffs = self.differences(other)
+        if diffs:
+            raise MapError(f"check layout of {what}", f"{other.describe()} differs from the map's "
+                           f"{self.describe()}: " + "; ".join(diffs),
+                           "lay the control plane's struct out as the C struct (same types, same order)")
+
+    def format(self, raw: bytes) -> str:
+        """Decoded fields for people: integers in decimal, u8[6] as a MAC, padding counted."""
+        parts = []
+        for name, value in self.unpack(raw).items():
+            if isinstance(value, bytes):
+                value = ":".join(f"{b:02x}" for b in value) if len(value) == 6 else value.hex(" ")
+            parts.append(f"{name} {value}" if not self.is_scalar else f"{value}")
+        if self.padding:
+            parts.append(f"padding {self.padding} bytes")
+        return ", ".join(parts)
 
     def pack(self, **values: Any) -> bytes:
         buf = bytearray(self.size)
@@ -142,6 +185,7 @@ class MapView:
         self.fd = fd
         self.info = bpfsys.map_info(fd)
         self.key_layout, self.value_layout = key, value
+        self.key_format = key.format          # replaced where a key means more (an IPv4 address)
         self.percpu = self.info.type in bpfsys.PERCPU_TYPES
         self.ncpus = bpfsys.possible_cpus() if self.percpu else 1
         self.stride = (self.info.value_size + 7) // 8 * 8 if self.percpu else self.info.value_size
@@ -226,7 +270,7 @@ class MapView:
             n += 1
             lines.append(f"key: {hexbytes(k)}  value: {hexbytes(v)}")
             try:
-                lines.append(f"    = {self.key_layout.unpack(k)} -> {self.value_layout.unpack(v)}")
+                lines.append(f"       {self.key_format(k)} -> {self.value_layout.format(v)}")
             except MapError:
                 pass
         if not self.readable:

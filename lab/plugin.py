@@ -4,25 +4,33 @@ Fixtures (each makes one change and undoes it):
   lab_topology   the Topology to build (default: SEED); override it in a test module
   lab            the built Lab: namespaces and veth pairs, removed after the test
   xdp_mode       "skb" or "drv": every test that uses it runs once per mode (ids skb, drv)
+  l2fwd_peer     how the peers of the forwarder namespace's other interfaces (the redirect
+                 targets' peers) are set up: "none", "pass" (xdp_pass in drv mode) or "gro";
+                 default "pass" in drv mode, "none" in skb mode. Parametrize it to change it.
   l2fwd          the l2fwd forwarder (compiled once per process) attached in xdp_mode to the
-                 lab's forwarder interface (default fwd/veth0); in drv mode the peers of the
-                 other interfaces of that namespace get bpf/xdp_pass.c so they accept redirects
+                 lab's forwarder interface (default fwd/veth0), with a preflight check before
+                 every send: frames that would vanish fail the test at once, with the reason
 Markers:
   xdp_modes("skb", ...)        restrict xdp_mode for a test
   l2fwd_at("ns/if")            where l2fwd is attached
-  peer_pass(False)             in drv mode, leave the redirect targets' peers without a program
+  expect_drops                 the test is about vanishing frames: no preflight check
 Options:
   --lab-forwarder PATH         the C source of the forwarder under test (default bpf/l2fwd.c)
+  --lab-debug                  build it with -DL2FWD_DEBUG: bpf_printk lines in failure reports
+  --lab-artifacts DIR          where reports are kept (default .lab-artifacts), one folder per test
+  --lab-keep failed|all        keep reports of failed tests (default) or of every test
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from . import names
+from . import names, report, trace
 from .forwarder import L2FWD, XDP_PASS, Forwarder, L2fwd, Program
+from .repro import prepare_peer
 from .topology import SEED, Lab, Topology, build
 from .xdp import MODES
 
@@ -31,13 +39,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xdplab", "XDP forwarder lab")
     group.addoption("--lab-forwarder", metavar="PATH", default=None,
                     help="C source (bcc) of the forwarder under test; default bpf/l2fwd.c")
+    group.addoption("--lab-debug", action="store_true",
+                    help="build the forwarder with -DL2FWD_DEBUG; failure reports show its bpf_printk lines")
+    group.addoption("--lab-artifacts", metavar="DIR", default=".lab-artifacts",
+                    help="directory for failure reports, one folder per test (default .lab-artifacts)")
+    group.addoption("--lab-keep", choices=("failed", "all"), default="failed",
+                    help="keep the report of failed tests only (default) or of every test")
 
 
 def pytest_configure(config: pytest.Config) -> None:
     names.run_id()   # set once in the controller, so that xdist workers share it
     for line in ("xdp_modes(*modes): attach modes to run a test in (default: skb and drv)",
                  "l2fwd_at(key): the interface ('ns/if') the l2fwd fixture attaches to (default fwd/veth0)",
-                 "peer_pass(enabled): in drv mode, attach xdp_pass to the redirect targets' peers (default True)"):
+                 "expect_drops: the test is about vanishing frames; the l2fwd preflight check is off"):
         config.addinivalue_line("markers", line)
 
 
@@ -70,33 +84,76 @@ def lab(lab_topology: Topology) -> Iterator[Lab]:
 
 @pytest.fixture
 def l2fwd_program(request: pytest.FixtureRequest) -> Program:
-    """The forwarder program under test (--lab-forwarder, or bpf/l2fwd.c)."""
+    """The forwarder program under test (--lab-forwarder, or bpf/l2fwd.c; --lab-debug adds
+    -DL2FWD_DEBUG)."""
     path = request.config.getoption("--lab-forwarder")
-    if path is None:
-        return L2FWD
-    source = Path(path).resolve()
-    if not source.is_file():
-        raise pytest.UsageError(f"load forwarder {path}: no such file; give the path of a bcc C source")
-    return Program(source, L2FWD.function)
+    program = L2FWD
+    if path is not None:
+        source = Path(path).resolve()
+        if not source.is_file():
+            raise pytest.UsageError(f"load forwarder {path}: no such file; give the path of a bcc C source")
+        program = Program(source, L2FWD.function)
+    if request.config.getoption("--lab-debug"):
+        program = program.with_flags("-DL2FWD_DEBUG")
+    return program
 
 
 @pytest.fixture
-def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_program: Program) -> Iterator[L2fwd]:
+def l2fwd_peer(xdp_mode: str) -> str:
+    """How the redirect targets' peers are set up: "pass" in drv mode, "none" in skb mode."""
+    return "pass" if xdp_mode == "drv" else "none"
+
+
+@pytest.fixture
+def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: str,
+          l2fwd_program: Program) -> Iterator[L2fwd]:
     """l2fwd attached in `xdp_mode`; detached and its maps emptied after the test."""
     at = request.node.get_closest_marker("l2fwd_at")
     where = lab.iface(at.args[0] if at else "fwd/veth0")
-    peer_mark = request.node.get_closest_marker("peer_pass")
     peers = Forwarder(XDP_PASS)
-    fwd = L2fwd(l2fwd_program)
     try:
-        if xdp_mode == "drv" and (peer_mark is None or peer_mark.args[0]):
-            for i in lab.interfaces.values():
-                if i.nsname == where.nsname and i is not where:
-                    peers.attach(lab.peer(i.key), "drv")
+        fwd = L2fwd(l2fwd_program)
+    except BaseException:
+        peers.close()
+        raise
+    try:
+        for i in lab.interfaces.values():
+            if i.nsname == where.nsname and i is not where:
+                prepare_peer(lab, i, l2fwd_peer, peers)
         fwd.attach(where, xdp_mode)
+        tag = trace.new_tag(request.node.nodeid)
+        fwd.trace_tag = tag if fwd.set_trace_tag(tag) else None
+        lab.forwarders.append(fwd)
+        if request.node.get_closest_marker("expect_drops") is None:
+            lab.checks.append(lambda: fwd.preflight(lab, xdp_mode))
         yield fwd
     finally:
         try:
             fwd.close()
         finally:
             peers.close()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """On failure (or with --lab-keep=all), collect the lab's report before teardown: add
+    it to the pytest report and write it, with pcaps, under --lab-artifacts."""
+    outcome = yield
+    rep = outcome.get_result()
+    built = getattr(item, "funcargs", {}).get("lab")
+    if rep.when != "call" or not isinstance(built, Lab):
+        return
+    keep_all = item.config.getoption("--lab-keep") == "all"
+    if not (rep.failed or keep_all):
+        return
+    try:
+        sections = report.collect(built)
+        directory = os.path.join(item.config.getoption("--lab-artifacts"), report.safe_name(item.nodeid))
+        report.write(built, sections, directory)
+    except Exception as e:  # noqa: BLE001 - a broken report must not hide the test's own failure
+        rep.sections.append(("lab report", f"collect the lab report: {e!r}"))
+        return
+    if rep.failed:
+        for name, text in sections.items():
+            rep.sections.append((f"lab {name}", text))
+    rep.sections.append(("lab artifacts", os.path.abspath(directory)))

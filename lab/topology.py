@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import LabError, LinkError, TopologyError
 from .names import NameFactory, check_ifname, check_nsname, default_factory
@@ -205,6 +205,11 @@ class Lab:
     namespaces: dict[str, Netns] = field(default_factory=dict)
     interfaces: dict[str, Interface] = field(default_factory=dict)
     _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    checks: list[Callable[[], None]] = field(default_factory=list)
+    """Run before every send (preflight): each raises when traffic would be pointless."""
+    captures: list["Capture"] = field(default_factory=list)
+    forwarders: list[Any] = field(default_factory=list)
+    snapshots: list["Snapshot"] = field(default_factory=list)
 
     def ns(self, name: str) -> Netns:
         try:
@@ -236,12 +241,20 @@ class Lab:
         from .dataplane import Capture
         c = Capture(self.iface(key))
         self.on_close(f"close capture on {key}", c.close)
+        self.captures.append(c)
         return c
 
     def snapshot(self) -> "Snapshot":
         """Counters of every interface of the lab, now."""
         from .counters import Snapshot
-        return Snapshot.of(self)
+        snap = Snapshot.of(self)
+        self.snapshots.append(snap)
+        return snap
+
+    def before_traffic(self) -> None:
+        """Run the preflight checks (Port.send calls this)."""
+        for check in self.checks:
+            check()
 
     def on_close(self, what: str, fn: Callable[[], None]) -> None:
         """Register an undo step; steps run in reverse order of registration."""
@@ -330,6 +343,7 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
             for e, ns in ((v.a, a_ns), (v.b, b_ns)):
                 ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
         _wait_operstate_up(lab)
+        lab.snapshot()          # the counters as built: the failure report's first "before"
     except BaseException:
         with contextlib.suppress(LabError):
             lab.close()

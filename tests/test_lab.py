@@ -108,7 +108,7 @@ def test_value_of_the_wrong_size_is_refused_naming_both_layouts():
             f.set_l2fwd_raw("192.168.0.1", go, layout=GO_INT)
         assert str(e.value) == (
             "update l2fwd_map: value is 16 bytes (go struct {Outif int; DstMac [6]byte} { i64 Outif @0; "
-            "u8 DstMac[6] @8; } (16 bytes, 2 padding)), the map's value is 12 bytes (l2fwd_map value { u32 outif "
+            "u8 DstMac[6] @8; } (16 bytes, 2 padding)), the map's value is 12 bytes (struct fwd { u32 outif "
             "@0; u8 dst_mac[6] @4; } (12 bytes, 2 padding)); lay the value out as the map's struct (e.g. u32, not "
             "a 64-bit int, for a C u32)")
         assert f.l2fwd_entries() == {}, "a refused value must not reach the map"

@@ -1,0 +1,102 @@
+"""The XDP features a device reports (netdev generic netlink family, kernel >= 6.3), and
+whether a device can take frames that XDP redirects to it.
+
+A veth advertises NETDEV_XDP_ACT_NDO_XMIT only while its peer runs NAPI, which an XDP
+program on the peer, or GRO on the peer (since 5.13), turns on (drivers/net/veth.c,
+veth_set_xdp_features). Without it, a native-mode redirect into the veth fails and the
+frames vanish. Kernels without the netdev family get the same answer from the peer's state.
+"""
+from __future__ import annotations
+
+import socket
+import struct
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from . import ethtool, xdp
+
+if TYPE_CHECKING:
+    from .topology import Interface, Lab
+
+NETLINK_GENERIC = 16
+GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2
+NETDEV_CMD_DEV_GET, NETDEV_A_DEV_IFINDEX, NETDEV_A_DEV_XDP_FEATURES = 1, 1, 3
+NLM_F_REQUEST, NLMSG_ERROR = 1, 2
+
+XDP_ACT = {1: "basic", 2: "redirect", 4: "ndo-xmit", 8: "xsk-zerocopy", 16: "hw-offload", 32: "rx-sg",
+           64: "ndo-xmit-sg"}
+NDO_XMIT = 4
+
+
+def _attr(kind: int, payload: bytes) -> bytes:
+    a = struct.pack("HH", 4 + len(payload), kind) + payload
+    return a + b"\0" * (-len(a) % 4)
+
+
+def _attrs(data: bytes) -> dict[int, bytes]:
+    out, off = {}, 0
+    while off + 4 <= len(data):
+        length, kind = struct.unpack_from("HH", data, off)
+        if length < 4:
+            break
+        out[kind & 0x3FFF] = data[off + 4:off + length]
+        off += (length + 3) & ~3
+    return out
+
+
+def _request(sock: socket.socket, family: int, cmd: int, attrs: bytes) -> dict[int, bytes] | None:
+    body = struct.pack("BBH", cmd, 1, 0) + attrs
+    sock.send(struct.pack("IHHII", 16 + len(body), family, NLM_F_REQUEST, 1, 0) + body)
+    data = sock.recv(65536)
+    length, mtype = struct.unpack_from("IH", data)
+    if mtype == NLMSG_ERROR:
+        (err,) = struct.unpack_from("i", data, 16)
+        if err:
+            return None
+    return _attrs(data[20:length])
+
+
+def xdp_features(iface: "Interface") -> set[str] | None:
+    """The device's XDP features ("basic", "redirect", "ndo-xmit", ...), or None when the
+    kernel does not report them (no netdev generic netlink family)."""
+    sock = iface.ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+    try:
+        fam = _request(sock, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _attr(CTRL_ATTR_FAMILY_NAME, b"netdev\0"))
+        if not fam or CTRL_ATTR_FAMILY_ID not in fam:
+            return None
+        (family,) = struct.unpack("H", fam[CTRL_ATTR_FAMILY_ID][:2])
+        dev = _request(sock, family, NETDEV_CMD_DEV_GET, _attr(NETDEV_A_DEV_IFINDEX, struct.pack("I", iface.ifindex)))
+        if not dev or NETDEV_A_DEV_XDP_FEATURES not in dev:
+            return None
+        (bits,) = struct.unpack("Q", dev[NETDEV_A_DEV_XDP_FEATURES][:8])
+        return {name for bit, name in XDP_ACT.items() if bits & bit}
+    finally:
+        sock.close()
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether `target` can receive XDP-redirected frames in `mode`, and why."""
+    target: str
+    mode: str
+    ready: bool
+    why: str
+
+    def __str__(self) -> str:
+        return f"{self.target} in {self.mode} mode: {'ready' if self.ready else 'cannot receive'} ({self.why})"
+
+
+def redirect_readiness(lab: "Lab", target: "Interface", mode: str) -> Readiness:
+    """Can frames that a program in `mode` redirects to `target` get through?"""
+    if mode == "skb":
+        return Readiness(target.key, mode, True, "generic XDP transmits redirected frames as skbs")
+    peer = lab.peer(target.key)
+    peer_xdp, peer_gro = xdp.query(peer), ethtool.gro(peer)
+    state = f"its peer {peer.key} has {peer_xdp} and GRO {'on' if peer_gro else 'off'}"
+    features = xdp_features(target)
+    if features is not None:
+        ok = "ndo-xmit" in features
+        shown = ", ".join(sorted(features)) or "none"
+        return Readiness(target.key, mode, ok, f"XDP features [{shown}]{'' if ok else ' lack ndo-xmit'}; {state}")
+    ok = peer_xdp.mode is not None or peer_gro
+    return Readiness(target.key, mode, ok, f"the kernel reports no XDP features; {state}")

@@ -1,0 +1,90 @@
+"""The failure report: what a person hunting vanished frames looks at, collected from a
+lab before it is torn down.
+
+Sections (also written as files by `write()`):
+  counters  every interface: before (as built), after, delta, as `ip -s -s link` and
+            `ethtool -S` would show them
+  xdp       attach state per interface: mode and program id, as `ip -d link` shows them
+  maps      every map of every forwarder, raw bytes and decoded fields (bpftool map dump)
+  verdicts  the forwarder's verdict counters
+  trace     the bpf_printk lines this test's program printed (debug builds)
+  pcaps     one pcap file per capture (files only)
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from typing import TYPE_CHECKING
+
+from . import trace, xdp
+from .counters import Snapshot
+
+if TYPE_CHECKING:
+    from .topology import Lab
+
+ALWAYS = ("rx_packets", "rx_bytes", "rx_dropped", "rx_errors", "tx_packets", "tx_bytes", "tx_dropped", "tx_errors")
+
+
+def counters_table(lab: "Lab") -> str:
+    before = lab.snapshots[0] if lab.snapshots else None
+    after = Snapshot.of(lab)
+    out = []
+    for key, i in lab.interfaces.items():
+        was, now = (before.values.get(key, {}) if before else {}), after.values[key]
+        out.append(f"{key}  (namespace {i.ns.name}, ifindex {i.ifindex}, {xdp.query(i)})")
+        out.append(f"  {'counter':<28} {'before':>10} {'after':>10} {'delta':>10}")
+        for c in sorted(set(now) | set(was)):
+            b, a = was.get(c, 0), now.get(c, 0)
+            if c in ALWAYS or a or b:
+                mark = "   <--" if a != b and ("drop" in c or "err" in c) else ""
+                out.append(f"  {c:<28} {b:>10} {a:>10} {a - b:>+10}{mark}")
+    return "\n".join(out)
+
+
+def xdp_table(lab: "Lab") -> str:
+    return "\n".join(f"{key:<16} {xdp.query(i)}" for key, i in lab.interfaces.items())
+
+
+def collect(lab: "Lab") -> dict[str, str]:
+    """Every section of the report, as text."""
+    sections = {"counters": counters_table(lab), "xdp": xdp_table(lab)}
+    maps, verdicts, lines = [], [], []
+    for f in lab.forwarders:
+        maps.append(f"== {f.program.source.name} ({f.compiled.info.name}, id {f.compiled.info.id})\n{f.dump()}")
+        if hasattr(f, "verdicts"):
+            verdicts.append(f"{f.program.source.name}: " + ", ".join(f"{k} {v}" for k, v in f.verdicts().items()))
+        tag = getattr(f, "trace_tag", None)
+        if tag is not None:
+            lines += trace.tagged_lines(tag) or [f"(no bpf_printk line carries l2fwd[{tag}])"]
+        elif hasattr(f, "verdicts"):
+            lines.append(f"({f.program.source.name} was built without L2FWD_DEBUG: run pytest with --lab-debug "
+                         "to record its bpf_printk lines)")
+    sections["maps"] = "\n\n".join(maps) or "(no forwarder)"
+    sections["verdicts"] = "\n".join(verdicts) or "(no forwarder)"
+    sections["trace"] = "\n".join(lines) or "(no forwarder)"
+    return sections
+
+
+def safe_name(nodeid: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", nodeid).strip("_")[:200]
+
+
+def write(lab: "Lab", sections: dict[str, str], directory: str) -> list[str]:
+    """Write the sections and one pcap per capture into `directory` (emptied first)."""
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory)
+    files = []
+    for name, text in sections.items():
+        path = os.path.join(directory, f"{name}.txt")
+        with open(path, "w") as f:
+            f.write(text + "\n")
+        files.append(path)
+    seen: dict[str, int] = {}
+    for c in lab.captures:
+        base = c.iface.key.replace("/", "_")
+        seen[base] = seen.get(base, 0) + 1
+        path = os.path.join(directory, f"{base}{'' if seen[base] == 1 else '-' + str(seen[base])}.pcap")
+        c.write_pcap(path)
+        files.append(path)
+    return files
