@@ -198,6 +198,7 @@ class L2fwd(Forwarder):
             self.close()
             raise
         m.key_format = lambda raw: str(ipaddress.IPv4Address(raw))
+        self.trace_tag: int | None = None     # set by set_trace_tag() in debug builds
 
     # l2fwd_map: daddr (as in the IP header) -> {outif, dst_mac}
     @staticmethod
@@ -228,6 +229,7 @@ class L2fwd(Forwarder):
         if "trace_tag" not in self.maps:
             return False
         self.map("trace_tag").update(bytes(4), (tag & 0xFFFFFFFF).to_bytes(4, "little"))
+        self.trace_tag = tag
         return True
 
     def l2fwd_entries(self) -> dict[str, dict[str, Any]]:
@@ -301,11 +303,8 @@ class L2fwd(Forwarder):
     def verdicts(self) -> dict[str, int]:
         """Frames the program returned each action for (summed over CPUs), plus malformed."""
         m = self.map("verdict_cnt")
-        out = {}
-        for slot, name in enumerate(VERDICTS):
-            per_cpu = m.lookup_percpu(slot.to_bytes(4, "little")) or []
-            out[name] = sum(int.from_bytes(v, "little") for v in per_cpu)
-        return out
+        return {name: int.from_bytes(m.sum_percpu(slot.to_bytes(4, "little")) or bytes(8), "little")
+                for slot, name in enumerate(VERDICTS)}
 
 
 @contextlib.contextmanager

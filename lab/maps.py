@@ -221,8 +221,12 @@ class MapView:
                            "check the key and value against `bpftool map dump`", errno=e.errno) from None
 
     def lookup(self, key: bytes) -> bytes | None:
-        raw = bpfsys.lookup(self.fd, key, self.stride * self.ncpus)
-        return raw if raw is None or not self.percpu else raw[:self.info.value_size]
+        """The value at `key` (None: no entry). Per-CPU maps have one value per CPU:
+        use lookup_percpu()."""
+        if self.percpu:
+            raise MapError(f"look up {self.name}", "a per-CPU map has one value per CPU",
+                           "use lookup_percpu()")
+        return bpfsys.lookup(self.fd, key, self.info.value_size)
 
     def lookup_percpu(self, key: bytes) -> list[bytes] | None:
         raw = bpfsys.lookup(self.fd, key, self.stride * self.ncpus)
@@ -245,7 +249,17 @@ class MapView:
         """(key, value) for every key; value None where the kernel reports no entry."""
         if not self.readable:
             return [(k, None) for k in self.keys()]
+        if self.percpu:
+            return [(k, self.sum_percpu(k)) for k in self.keys()]
         return [(k, self.lookup(k)) for k in self.keys()]
+
+    def sum_percpu(self, key: bytes) -> bytes | None:
+        """A per-CPU integer value summed over CPUs (how counters are read)."""
+        values = self.lookup_percpu(key)
+        if values is None:
+            return None
+        total = sum(int.from_bytes(v, "little") for v in values)
+        return (total & ((1 << (8 * self.info.value_size)) - 1)).to_bytes(self.info.value_size, "little")
 
     def clear(self) -> None:
         """Empty the map: delete every entry, or zero it for arrays (which cannot delete)."""
@@ -268,7 +282,7 @@ class MapView:
             if self.info.type in bpfsys.ARRAY_TYPES and not any(v):
                 continue
             n += 1
-            lines.append(f"key: {hexbytes(k)}  value: {hexbytes(v)}")
+            lines.append(f"key: {hexbytes(k)}  value{' (sum over CPUs)' if self.percpu else ''}: {hexbytes(v)}")
             try:
                 lines.append(f"       {self.key_format(k)} -> {self.value_layout.format(v)}")
             except MapError:

@@ -29,8 +29,8 @@ from pathlib import Path
 import pytest
 
 from . import names, report, trace
-from .forwarder import L2FWD, XDP_PASS, Forwarder, L2fwd, Program
-from .repro import prepare_peer
+from .forwarder import L2FWD, L2fwd, Program
+from .repro import l2fwd_on
 from .topology import SEED, Lab, Topology, build
 from .xdp import MODES
 
@@ -109,29 +109,11 @@ def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: s
           l2fwd_program: Program) -> Iterator[L2fwd]:
     """l2fwd attached in `xdp_mode`; detached and its maps emptied after the test."""
     at = request.node.get_closest_marker("l2fwd_at")
-    where = lab.iface(at.args[0] if at else "fwd/veth0")
-    peers = Forwarder(XDP_PASS)
-    try:
-        fwd = L2fwd(l2fwd_program)
-    except BaseException:
-        peers.close()
-        raise
-    try:
-        for i in lab.interfaces.values():
-            if i.nsname == where.nsname and i is not where:
-                prepare_peer(lab, i, l2fwd_peer, peers)
-        fwd.attach(where, xdp_mode)
-        tag = trace.new_tag(request.node.nodeid)
-        fwd.trace_tag = tag if fwd.set_trace_tag(tag) else None
-        lab.forwarders.append(fwd)
+    with l2fwd_on(lab, xdp_mode, l2fwd_peer, l2fwd_program, at.args[0] if at else "fwd/veth0") as fwd:
+        fwd.set_trace_tag(trace.new_tag(request.node.nodeid))
         if request.node.get_closest_marker("expect_drops") is None:
             lab.checks.append(lambda: fwd.preflight(lab, xdp_mode))
         yield fwd
-    finally:
-        try:
-            fwd.close()
-        finally:
-            peers.close()
 
 
 @pytest.hookimpl(hookwrapper=True)

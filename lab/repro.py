@@ -6,12 +6,14 @@ topology) and observes the egress capture, the forwarder's verdicts and every co
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from . import ethtool
 from .counters import Delta
-from .forwarder import XDP_PASS, Forwarder, L2fwd
+from .forwarder import L2FWD, XDP_PASS, Forwarder, L2fwd, Program
 from .packets import udp_frame
 from .topology import Interface, Lab
 
@@ -31,6 +33,28 @@ def prepare_peer(lab: Lab, target: Interface, how: str, pass_prog: Forwarder) ->
         lab.on_close(f"turn GRO off on {peer.key}", lambda: ethtool.set_gro(peer, False))
     elif how != "none":
         raise ValueError(f"prepare peer of {target.key}: unknown setup {how!r}; use one of {', '.join(PEERS)}")
+
+
+@contextlib.contextmanager
+def l2fwd_on(lab: Lab, mode: str, peer: str, program: Program = L2FWD, at: str = "fwd/veth0") -> Iterator[L2fwd]:
+    """l2fwd attached to `at` in `mode`, the peers of the other interfaces of its namespace
+    (the redirect targets') set up as `peer`, the forwarder registered with the lab for
+    the failure report. Everything is undone on exit, last made first."""
+    where = lab.iface(at)
+    peers = Forwarder(XDP_PASS)
+    try:
+        fwd = L2fwd(program)
+        try:
+            for i in lab.interfaces.values():
+                if i.nsname == where.nsname and i is not where:
+                    prepare_peer(lab, i, peer, peers)
+            fwd.attach(where, mode)
+            lab.forwarders.append(fwd)
+            yield fwd
+        finally:
+            fwd.close()
+    finally:
+        peers.close()
 
 
 def seed_frame(lab: Lab, ip_dst: str = ROUTED) -> object:
@@ -58,7 +82,6 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, settle: Callable[[D
     before = lab.snapshot()
     lab.port("net1/veth1").send(frame, count=frames)
     # every frame has been decided by the program once the verdicts add up
-    import time
     deadline = time.monotonic() + 2
     while sum(v for k, v in l2fwd.verdicts().items() if k != "malformed") < frames and time.monotonic() < deadline:
         time.sleep(0.001)

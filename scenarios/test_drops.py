@@ -1,0 +1,190 @@
+"""Where frames vanish, and which counter says so: the seed's hunt as scenarios.
+
+      net1                         fwd                                     net2
+  ┌──────────────┐   ┌────────────────────────────────────────┐   ┌───────────────────┐
+  │ veth1        │───│ veth0 [l2fwd: skb|drv]   veth2          │───│ veth3 [peer setup:│
+  │ 192.168.1.2  │   │ 192.168.1.1              192.168.0.254  │   │  none|pass|gro]   │
+  └──────────────┘   └────────────────────────────────────────┘   │ 192.168.0.1       │
+                                                                    │ 00:00:11:22:33:44 │
+  l2fwd_map: 192.168.0.1 -> {outif: veth2, dst_mac}                └───────────────────┘
+  txport_map: veth2 -> veth2          N frames net1 -> 192.168.0.1, counters on all four
+
+Checked on Linux 6.18 (x86_64). What each kernel does is asserted exactly; where another
+kernel differs, the kernel matrix (issue 8) will say so per kernel. Measured here:
+  * A veth that runs NAPI (native XDP program, or GRO, on it) counts the skbs it receives
+    (and its peer counts them as sent) at skb->len after the Ethernet header was pulled:
+    14 bytes less than the frame. xdp_frames redirected into it are counted whole.
+  * drv mode, redirect into a veth whose peer has neither an XDP program nor GRO: the
+    frames vanish; the INGRESS veth0 counts them in rx_dropped and ethtool's
+    rx_queue_0_drops (other kernels are described as counting tx_dropped on the target).
+  * Generic (skb) redirect to a veth whose peer runs an XDP program: the skb enters the
+    peer's NAPI and is counted at frame length - 14 on veth2 and veth3.
+  * GRO on the peer takes only skbs that are eligible for GRO: the generic-XDP redirect's
+    skbs are not, so in skb mode GRO changes nothing.
+  * A failed redirect (no txport_map entry) returns XDP_ABORTED: in skb mode no interface
+    counter moves at all; in drv mode only ethtool's rx_queue_0_xdp_drops does.
+"""
+from __future__ import annotations
+
+import platform
+
+import pytest
+
+from lab.errors import MapError, PreflightError, XdpError
+from lab.forwarder import L2fwd
+from lab.maps import Layout, hexbytes
+from lab.repro import PEERS, ROUTED, SEED_MAC, seed_frame, send_and_observe
+from lab.topology import SEED, End, Topology, Veth
+
+N = 200
+KERNEL = platform.release()
+
+# (mode, peer of veth2) -> do the frames arrive in net2?
+OUTCOME = {
+    ("skb", "none"): "arrive", ("skb", "pass"): "arrive", ("skb", "gro"): "arrive",
+    ("drv", "none"): "vanish", ("drv", "pass"): "arrive", ("drv", "gro"): "arrive",
+}
+
+
+def ingress(mode: str, n: int, length: int) -> dict:
+    """net1/veth1 -> fwd/veth0: in drv mode veth0 runs NAPI (14 bytes less, ethtool counters)."""
+    b = n * (length - 14 if mode == "drv" else length)
+    c = {"net1/veth1": {"tx_packets": n, "tx_bytes": b}, "fwd/veth0": {"rx_packets": n, "rx_bytes": b}}
+    if mode == "drv":
+        c["fwd/veth0"].update(rx_queue_0_xdp_packets=n, rx_queue_0_xdp_bytes=b)
+    return c
+
+
+def expected_counters(mode: str, peer: str, n: int, length: int) -> dict:
+    """Exact counter deltas for the matrix (see the module docstring for the rules)."""
+    c = ingress(mode, n, length)
+    if (mode, peer) == ("drv", "none"):
+        c["fwd/veth0"].update(rx_dropped=n, rx_queue_0_drops=n)
+        return c
+    if mode == "skb":
+        b = n * (length - 14 if peer == "pass" else length)
+        c["fwd/veth2"] = {"tx_packets": n, "tx_bytes": b}
+        c["net2/veth3"] = {"rx_packets": n, "rx_bytes": b}
+        if peer == "pass":
+            c["net2/veth3"].update(rx_queue_0_xdp_packets=n, rx_queue_0_xdp_bytes=b)
+        return c
+    c["fwd/veth0"]["rx_queue_0_xdp_redirect"] = n
+    c["fwd/veth2"] = {"tx_packets": n, "tx_bytes": n * length, "tx_queue_0_xdp_xmit": n}
+    c["net2/veth3"] = {"rx_packets": n, "rx_bytes": n * length, "rx_queue_0_xdp_packets": n,
+                       "rx_queue_0_xdp_bytes": n * length}
+    return c
+
+
+@pytest.mark.expect_drops
+@pytest.mark.parametrize("l2fwd_peer", PEERS)
+def test_redirect_matrix(lab, l2fwd, xdp_mode, l2fwd_peer):
+    """{skb, drv} x {peer: nothing, xdp_pass, GRO}: drv mode into a bare veth vanishes and
+    veth0's rx_dropped says so; every other combination delivers every frame."""
+    l2fwd.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
+    o = send_and_observe(lab, l2fwd, N)
+
+    outcome = OUTCOME[(xdp_mode, l2fwd_peer)]
+    assert len(o.arrived) == (N if outcome == "arrive" else 0), \
+        f"{xdp_mode} mode, peer {l2fwd_peer}, kernel {KERNEL}: expected the frames to {outcome}"
+    assert o.verdicts["redirect"] == N, "the program redirected every frame either way"
+    assert sum(o.verdicts.values()) == N
+    bad = o.delta.mismatches(expected_counters(xdp_mode, l2fwd_peer, N, o.frame_len))
+    assert not bad, f"kernel {KERNEL}, {xdp_mode}/{l2fwd_peer}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+
+
+@pytest.mark.xdp_modes("drv")
+@pytest.mark.parametrize("l2fwd_peer", ["none"])
+def test_preflight_stops_a_native_redirect_into_a_bare_veth(lab, l2fwd):
+    """Without expect_drops, the same setup fails before the first frame, with the reason."""
+    l2fwd.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
+    with pytest.raises(PreflightError) as e:
+        lab.port("net1/veth1").send(seed_frame(lab))
+    text = str(e.value)
+    assert text.startswith("preflight l2fwd.c in drv mode: frames would vanish: fwd/veth2 in drv mode: cannot "
+                           "receive (XDP features [basic, redirect, rx-sg] lack ndo-xmit; its peer net2/veth3 "
+                           "has no xdp and GRO off): attach an XDP program to net2/veth3 (xdp_pass), turn GRO on "
+                           "there (ethtool -K veth3 gro on), or attach in skb mode"), text
+    assert lab.snapshot().values["fwd/veth0"]["rx_packets"] == 0, "nothing was sent"
+
+
+@pytest.mark.expect_drops
+def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
+    """l2fwd_map routes to outif, but txport_map has no entry: bpf_redirect_map fails and
+    returns its flags (0 = XDP_ABORTED). skb mode: no interface counter shows the loss;
+    drv mode: only ethtool's rx_queue_0_xdp_drops does."""
+    l2fwd.set_l2fwd(ROUTED, lab.iface("fwd/veth2"), SEED_MAC)
+    assert l2fwd.problems(lab, xdp_mode) == [
+        f"l2fwd_map routes {ROUTED} to outif {lab.iface('fwd/veth2').ifindex}, which txport_map does not hold: "
+        "the redirect fails (XDP_ABORTED); add it with set_txport()"]
+    o = send_and_observe(lab, l2fwd, N)
+
+    assert o.arrived == []
+    assert o.verdicts == {"aborted": N, "drop": 0, "pass": 0, "tx": 0, "redirect": 0, "malformed": 0}
+    expected = ingress(xdp_mode, N, o.frame_len)
+    if xdp_mode == "drv":
+        expected["fwd/veth0"]["rx_queue_0_xdp_drops"] = N
+    bad = o.delta.mismatches(expected)
+    assert not bad, f"kernel {KERNEL}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+
+
+GO_FWD = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
+
+
+@pytest.mark.expect_drops
+def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode):
+    """The seed's control plane wrote l2fwd_map values as a Go struct with an 8-byte int.
+
+    The whole 16-byte value is refused by the harness, naming both layouts. Its first 12
+    bytes (what a 12-byte map takes: `07 00 00 00 00 00 00 00 00 00 11 22` in the seed's
+    dump, here with veth2's ifindex) are accepted by the kernel. The program reads dst_mac
+    at offset 4, which holds the upper half of the int: the frames leave with destination
+    00:00:00:00:00:00 (not 00:00:00:00:11:22: the 11 22 sit in the padding). veth3 counts
+    them as received; net2's stack drops them as not for this host, and no counter of any
+    interface shows that drop.
+    """
+    veth2 = lab.iface("fwd/veth2")
+    go = GO_FWD.pack(Outif=veth2.ifindex, DstMac=bytes.fromhex(SEED_MAC.replace(":", "")))
+    with pytest.raises(MapError, match=r"value is 16 bytes \(go struct .*\), the map's value is 12 bytes "
+                                       r"\(struct fwd \{ u32 outif @0; u8 dst_mac\[6\] @4; \}"):
+        l2fwd.set_l2fwd_raw(ROUTED, go, layout=GO_FWD)
+    with pytest.raises(MapError, match=r"field DstMac at offset 8 \(6 bytes\), the map's dst_mac at offset 4"):
+        l2fwd.check_layout(GO_FWD)
+    l2fwd.set_txport(veth2)
+    l2fwd.set_l2fwd_raw(ROUTED, go[:12])
+    raw = l2fwd.map("l2fwd_map").lookup(l2fwd.key(ROUTED))
+    assert hexbytes(raw) == f"{veth2.ifindex:02x} 00 00 00 00 00 00 00  00 00 11 22"
+    assert l2fwd.l2fwd_entries()[ROUTED]["dst_mac"] == "00:00:00:00:00:00"
+
+    frame = seed_frame(lab)
+    egress = lab.capture("net2/veth3")
+    before = lab.snapshot()
+    lab.port("net1/veth1").send(frame, count=N)
+    from lab.packets import rewrite
+    with pytest.raises(AssertionError, match=r"differs in Ether.dst: expected '00:00:11:22:33:44', "
+                                             r"received '00:00:00:00:00:00'"):
+        egress.expect(rewrite(frame, eth_dst=SEED_MAC), count=N, timeout=0.5)
+    assert len(egress.expect(rewrite(frame, eth_dst="00:00:00:00:00:00"), count=N)) == N
+    d = before.again() - before
+    assert d["net2/veth3"]["rx_packets"] == N, "veth3 counts them as received"
+    dropped = {k: c for k, v in d.items() for c in v if "drop" in c or "err" in c}
+    assert dropped == {}, f"no drop counter shows them (kernel {KERNEL}): {dropped}"
+
+
+JUMBO = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24", mtu=9000),
+                       End("fwd", "veth0", "02:00:00:00:01:01", "192.168.1.1/24")),) + SEED.veths[1:],
+                 name="jumbo-peer")
+
+
+@pytest.mark.parametrize("lab_topology", [JUMBO], ids=["peer-mtu-9000"])
+def test_native_attach_refused_when_the_peer_mtu_is_too_large(lab):
+    """veth refuses native XDP when its peer's MTU does not fit a page (veth_xdp_set); the
+    error carries the kernel's extack message and the fix; skb mode attaches."""
+    veth0 = lab.iface("fwd/veth0")
+    with L2fwd() as f:
+        with pytest.raises(XdpError) as e:
+            f.attach(veth0, "drv")
+        assert str(e.value) == ("attach xdp program xdp_l2fwd to fwd/veth0 in drv mode: veth: Peer MTU is too "
+                                "large to set XDP (ERANGE); lower the peer's MTU (a page must hold a frame: at "
+                                "most 3498 on x86_64 with 4 KiB pages) or use skb mode")
+        assert f.attachments == []
+        assert f.attach(veth0, "skb").mode == "skb"

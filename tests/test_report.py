@@ -1,0 +1,64 @@
+"""The failure report: a deliberately failing scenario shows the whole report, keeps it
+under --lab-artifacts with pcaps that tcpdump reads, and keeps bpf_printk lines with the
+test that printed them even when two tests run at once (-n 2)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(tmp_path: Path, *args: str, target: str = "tests/failing/scenario_fails.py") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
+    return subprocess.run([sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:randomly", target,
+                           f"--lab-artifacts={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
+    r = run(tmp_path, "-n", "2", "--lab-debug")
+    out = r.stdout
+    assert r.returncode == 1 and "2 failed" in out, out + r.stderr
+    for section in ("lab counters", "lab xdp", "lab maps", "lab verdicts", "lab trace", "lab artifacts"):
+        assert section in out, f"{section} missing from the report:\n{out}"
+    routed = tmp_path / "tests_failing_scenario_fails.py_test_fails_routed_skb"
+    unrouted = tmp_path / "tests_failing_scenario_fails.py_test_fails_unrouted_skb"
+    assert sorted(p.name for p in routed.iterdir()) == [
+        "counters.txt", "maps.txt", "net2_veth3.pcap", "trace.txt", "verdicts.txt", "xdp.txt"]
+
+    counters = (routed / "counters.txt").read_text()
+    assert "net2/veth3" in counters and "rx_packets" in counters
+    veth3 = counters.split("net2/veth3")[1]
+    assert [ln.split() for ln in veth3.splitlines() if ln.strip().startswith("rx_packets")][0] == \
+        ["rx_packets", "0", "7", "+7"]
+    assert "xdpgeneric id" in (routed / "xdp.txt").read_text()
+    maps = (routed / "maps.txt").read_text()
+    assert "key: c0 a8 00 01  value:" in maps and "192.168.0.1 -> outif" in maps and "dst_mac 00:00:11:22:33:44" in maps
+    assert (routed / "verdicts.txt").read_text().startswith("l2fwd.c: aborted 0, drop 0, pass 0, tx 0, redirect 7,")
+
+    pcap = subprocess.run(["tcpdump", "-nn", "-e", "-r", str(routed / "net2_veth3.pcap")], capture_output=True,
+                          text=True, check=True).stdout.splitlines()
+    assert len(pcap) == 7 and all("> 00:00:11:22:33:44" in line and "192.168.0.1.5678: UDP" in line
+                                  for line in pcap), pcap
+
+    # each test's trace holds its own lines only, though both ran at once
+    t_routed, t_unrouted = (routed / "trace.txt").read_text(), (unrouted / "trace.txt").read_text()
+    assert t_routed.count("c0a80001 to outif") == 7 and "c0a80063" not in t_routed, t_routed
+    assert t_unrouted.count("no route for c0a80063") == 5 and "c0a80001" not in t_unrouted, t_unrouted
+    assert len({ln.split("l2fwd[")[1].split("]")[0] for ln in t_routed.splitlines()}) == 1
+
+
+def test_nothing_is_kept_for_passing_tests_unless_asked(tmp_path):
+    target = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered"
+    r = run(tmp_path / "default", "-p", "no:xdist", target=target)
+    assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout
+    assert not (tmp_path / "default").exists()
+    r = run(tmp_path / "all", "-p", "no:xdist", "--lab-keep=all", target=target)
+    assert r.returncode == 0, r.stdout
+    kept = sorted(p.name for p in (tmp_path / "all").iterdir())
+    assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_drv",
+                    "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_skb"]
+    assert (tmp_path / "all" / kept[0] / "net1_veth1.pcap").stat().st_size == 24 + 10 * (16 + 42)
