@@ -88,3 +88,66 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, settle: Callable[[D
     egress.poll(0.2)
     egress.poll()
     return Observation(frames, len(bytes(frame)), list(egress.received), l2fwd.verdicts(), before.again() - before)
+
+
+# --- `python -m lab repro`: the same cases, printed for a person --------------------------------
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    summary: str
+    mode: str
+    peer: str
+    routes: str            # "route" (both maps), "no-txport", "go-layout"
+    explain: str           # what the kernel did; {n} and {arrived} are filled in
+
+
+CASES = {c.name: c for c in (
+    Case("native-redirect-no-peer", "drv-mode redirect into a veth whose peer has no XDP program and GRO off",
+         "drv", "none", "route",
+         "The program redirected all {n} frames (verdicts), but a veth accepts XDP-redirected frames only while "
+         "its peer runs NAPI (an XDP program or GRO on the peer). fwd/veth2's XDP features lack ndo-xmit, so the "
+         "redirect fails inside the driver and this kernel counts the loss on the INGRESS veth0: rx_dropped and "
+         "ethtool's rx_queue_0_drops. {arrived} frames reached net2. Fix: xdp_pass on net2/veth3, GRO on there, or "
+         "skb mode (the seed's XdpFlags 2)."),
+    Case("native-redirect-pass-peer", "the fix: xdp_pass attached to the peer in drv mode", "drv", "pass", "route",
+         "With an XDP program on net2/veth3, veth2 advertises ndo-xmit and takes the redirected xdp_frames: "
+         "{arrived} of {n} frames arrived, counted whole on veth2 (tx, tx_queue_0_xdp_xmit) and veth3; no drop "
+         "counter moved."),
+    Case("native-redirect-gro-peer", "the fix without a program: GRO on the peer", "drv", "gro", "route",
+         "GRO on net2/veth3 turns on its NAPI as an XDP program would: {arrived} of {n} frames arrived."),
+    Case("generic-redirect", "the seed's fix: attach in skb mode (XDP_FLAGS_SKB_MODE = 2, xdpgeneric)",
+         "skb", "none", "route",
+         "Generic XDP redirects skbs through the normal transmit path, which any veth accepts: {arrived} of {n} "
+         "frames arrived with the rewritten MAC. No drop counter moved."),
+    Case("missing-txport", "l2fwd_map routes to outif, txport_map has no entry for it", "drv", "pass", "no-txport",
+         "bpf_redirect_map found no entry and returned its flags, 0 = XDP_ABORTED: the verdicts show {n} aborted. "
+         "In drv mode only ethtool's rx_queue_0_xdp_drops counts them; in skb mode no interface counter does "
+         "(the xdp:xdp_exception tracepoint fires). {arrived} frames arrived."),
+    Case("layout-bug", "the seed's control plane: l2fwd_map value written from a Go struct with an 8-byte int",
+         "skb", "none", "go-layout",
+         "The map holds 12 bytes, so the kernel kept the first 12 of the Go struct's 16. The program reads "
+         "dst_mac at offset 4, the upper half of the 8-byte int: {arrived} of {n} frames reached net2 with "
+         "destination 00:00:00:00:00:00. veth3 counts them as received; net2's stack drops them as not for this "
+         "host, and no interface counter shows that. Fix: Outif uint32 (the struct is then 12 bytes)."),
+)}
+
+
+def run_case(case: Case, frames: int = 1000, lab_factory: "object | None" = None) -> tuple[Observation, str]:
+    """Build the seed topology, run `case`, tear everything down; return what was seen and
+    the explanation."""
+    from .maps import Layout
+    from .topology import SEED, build
+    with build(SEED) as lab, l2fwd_on(lab, case.mode, case.peer) as fwd:
+        veth2 = lab.iface("fwd/veth2")
+        if case.routes == "route":
+            fwd.route(ROUTED, via=veth2, mac=SEED_MAC)
+        elif case.routes == "no-txport":
+            fwd.set_l2fwd(ROUTED, veth2, SEED_MAC)
+        else:
+            go = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
+            fwd.set_txport(veth2)
+            fwd.set_l2fwd_raw(ROUTED, go.pack(Outif=veth2.ifindex, DstMac=bytes.fromhex(SEED_MAC.replace(":", "")))[:12])
+        o = send_and_observe(lab, fwd, frames)
+        o.notes.append(fwd.map("l2fwd_map").dump())
+    return o, case.explain.format(n=frames, arrived=len(o.arrived))

@@ -151,3 +151,22 @@ def test_process_stays_in_the_root_namespace(lab):
     with lab.ns("fwd").entered():
         assert os.stat("/proc/thread-self/ns/net").st_ino != home
     assert os.stat("/proc/thread-self/ns/net").st_ino == home
+
+
+def test_map_layouts_come_from_the_programs_btf():
+    with L2fwd() as f:
+        value = f.map("l2fwd_map").value_layout
+        assert (value.name, value.size, value.fields) == ("struct fwd", 12, fw.FWD.fields)
+        assert f.map("l2fwd_map").key_layout.describe() == "u32 (4 bytes)"
+        assert f.map("verdict_cnt").value_layout.describe() == "u64 (8 bytes)"
+        assert f.map("l2fwd_map").info.btf_id == f.compiled.info.btf_id != 0
+
+
+def test_a_forwarder_whose_struct_differs_is_refused_at_load(tmp_path):
+    src = tmp_path / "l2fwd-wide.c"
+    src.write_text(fw.L2FWD_SOURCE.read_text().replace("    u32 outif;", "    u64 outif;"))
+    with pytest.raises(MapError, match=r"check layout of l2fwd_map value of l2fwd-wide.c: struct fwd \{ u32 outif "
+                                       r"@0; u8 dst_mac\[6\] @4; \} \(12 bytes, 2 padding\) differs from the map's "
+                                       r"struct fwd \{ u64 outif @0; u8 dst_mac\[6\] @8; \} \(16 bytes, 2 padding\)"):
+        L2fwd(fw.Program(src, "xdp_l2fwd"))
+    assert fw.Program(src, "xdp_l2fwd") not in fw._in_use, "a refused forwarder is released"

@@ -169,3 +169,21 @@ def test_errors_read_verb_object_reason_fix():
                  "lower the peer's MTU", errno=34)
     assert str(e) == ("attach xdp to fwd/veth0 in drv mode: veth: Peer MTU is too large to set XDP (ERANGE); "
                       "lower the peer's MTU")
+
+
+def test_seed_value_decodes_for_people():
+    raw = bytes.fromhex("070000000000112233440000")
+    assert FWD.format(raw) == "outif 7, dst_mac 00:00:11:22:33:44, padding 2 bytes"
+
+
+def test_layout_check_names_the_fields_whose_offsets_differ():
+    assert FWD.differences(FWD) == []
+    assert FWD.differences(GO_INT) == ["size 16, the map's 12",
+                                       "field Outif at offset 0 (8 bytes), the map's outif at offset 0 (4 bytes)",
+                                       "field DstMac at offset 8 (6 bytes), the map's dst_mac at offset 4 (6 bytes)"]
+    swapped = Layout.c("swapped", [("dst_mac", "u8[6]"), ("pad", "u16"), ("outif", "u32")])
+    with pytest.raises(MapError, match=r"check layout of l2fwd_map value: swapped .* differs from the map's struct "
+                                       r"fwd .*: field dst_mac at offset 0 \(6 bytes\), the map's outif at offset 0 "
+                                       r"\(4 bytes\); field pad at offset 6 \(2 bytes\), the map's dst_mac at offset "
+                                       r"4 \(6 bytes\); field outif @8 has no counterpart"):
+        FWD.check(swapped, "l2fwd_map value")
