@@ -36,6 +36,20 @@ def _repro(args: argparse.Namespace) -> int:
     return 0
 
 
+def _clean(args: argparse.Namespace) -> int:
+    from . import sweep
+    found = sweep.leftovers()
+    removed = sweep.sweep(include_live=args.force)
+    for r in removed:
+        print(f"removed {r.netns} (owner pid {r.pid}, {'running' if r.alive else 'gone'})")
+    kept = [f for f in found if f.alive and not args.force]
+    for k in kept:
+        print(f"kept {k.netns}: its owner pid {k.pid} is still running (--force removes it)")
+    if not found:
+        print("nothing to clean: no namespace recorded by the lab")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lab", description="The XDP forwarder lab outside pytest.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--list", action="store_true", help="list the cases")
     p.add_argument("--frames", type=int, default=1000, help="frames to send (default 1000)")
     p.set_defaults(func=_repro)
+    p = sub.add_parser("clean", help="remove what lab processes left behind",
+                       description="Remove the namespaces (with their veths, XDP attachments and sysfs mounts) "
+                                   "that the lab recorded and whose owning process is gone. Namespaces the lab "
+                                   "did not record are never touched.",
+                       epilog="example: python -m lab clean")
+    p.add_argument("--force", action="store_true", help="also remove those of lab processes that still run")
+    p.set_defaults(func=_clean)
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bpfsys
+from . import bpfsys, environment
 from .errors import CompileError, LabError, MapError, PreflightError
 from .btf import Btf, map_layouts
 from .maps import Layout, MapView
@@ -56,6 +56,7 @@ class Compiled:
     """A program compiled and loaded by bcc: its fd and its maps, typed by bcc's layouts."""
 
     def __init__(self, program: Program) -> None:
+        environment.require(bcc=True)
         import bcc  # Debian's python3-bpfcc
         self.program = program
         src = program.source.read_bytes()
@@ -68,7 +69,12 @@ class Compiled:
             except Exception as e:  # bcc raises bare Exception with the diagnostics on stderr
                 failure = e
         if failure is not None:
-            raise CompileError(f"compile {program.source.name} with bcc", f"{failure}:\n{stderr.text.strip()}",
+            log = stderr.text.strip()
+            if "Failed to load BPF program" in str(failure):
+                raise CompileError(f"load {program.function} from {program.source.name}",
+                                   f"the verifier refused it:\n{log}",
+                                   "fix the program: the verifier's log above ends at the refused instruction")
+            raise CompileError(f"compile {program.source.name} with bcc", f"{failure}:\n{log}",
                                "fix the C source (diagnostics above)") from None
         self.fd: int = fn.fd
         self.info = bpfsys.prog_info(self.fd)

@@ -84,6 +84,8 @@ class Netns:
     @classmethod
     def create(cls, name: str) -> "Netns":
         """Create the namespace `name`; it must not exist yet."""
+        from . import environment, sweep
+        environment.require()
         action = f"create network namespace {name}"
         path = os.path.join(NETNS_RUN_DIR, name)
         with _lock:
@@ -94,6 +96,7 @@ class Netns:
                 raise NetnsError(action, f"{path} already exists",
                                  "remove it with `ip netns delete` or `python -m lab clean`, or pick another name",
                                  errno=errno.EEXIST) from None
+            sweep.record(name)   # before it exists: a crash from here on leaves a recorded namespace
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 _check(_libc.unshare(CLONE_NEWNET), action)
@@ -105,6 +108,7 @@ class Netns:
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+                sweep.forget(name)
                 raise
             finally:
                 os.close(home)
@@ -147,6 +151,8 @@ class Netns:
                              "see `mount | grep netns`", errno=err)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        from . import sweep
+        sweep.forget(self.name)
 
     def __enter__(self) -> "Netns":
         return self

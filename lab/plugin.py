@@ -28,11 +28,14 @@ from pathlib import Path
 
 import pytest
 
-from . import names, report, trace
+from . import host, names, report, sweep, trace
 from .forwarder import L2FWD, L2fwd, Program
 from .repro import l2fwd_on
 from .topology import SEED, Lab, Topology, build
 from .xdp import MODES
+
+
+_HOST = pytest.StashKey[dict]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -53,6 +56,38 @@ def pytest_configure(config: pytest.Config) -> None:
                  "l2fwd_at(key): the interface ('ns/if') the l2fwd fixture attaches to (default fwd/veth0)",
                  "expect_drops: the test is about vanishing frames; the l2fwd preflight check is off"):
         config.addinivalue_line("markers", line)
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Controller: remove what dead lab processes left (SIGKILLed workers), then snapshot
+    the root namespace, which the session must leave as it found it."""
+    config = session.config
+    if not _is_controller(config) or os.geteuid() != 0:
+        return
+    removed = sweep.sweep()
+    if removed:
+        names_ = ", ".join(r.netns for r in removed)
+        config.get_terminal_writer().line(f"xdplab: removed {len(removed)} namespace(s) left by dead lab "
+                                          f"processes: {names_}", yellow=True)
+    config.stash[_HOST] = host.snapshot()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Controller: sweep what killed workers left; fail the session if the root namespace
+    changed (links, addresses, routes, sysctls)."""
+    config = session.config
+    if not _is_controller(config) or _HOST not in config.stash:
+        return
+    sweep.sweep()
+    changed = host.differences(config.stash[_HOST], host.snapshot())
+    if changed:
+        config.get_terminal_writer().line("xdplab: the session changed the root namespace:\n  " +
+                                          "\n  ".join(changed[:50]), red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -3,14 +3,14 @@ each are run through scenarios/test_forwarding.py (with --lab-forwarder) and mus
 there, with the assertion that names the bug; the unmodified source must pass the same way."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.subproc import ROOT, SESSIONS, run
+
+pytestmark = SESSIONS
 SOURCE = (ROOT / "bpf" / "l2fwd.c").read_text()
 
 # name -> (line of l2fwd.c to replace, replacement)
@@ -21,11 +21,8 @@ BUGS = {
 
 
 def run_forwarding_scenario(source: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:xdist", "-q", "--no-header", "-rN", "-x",
-         f"--lab-forwarder={source}", "scenarios/test_forwarding.py::test_forwarded_with_mac_rewrite"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-        env={k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")})
+    return run("-m", "pytest", "-q", "--no-header", "-rN", "-x", f"--lab-forwarder={source}",
+               "scenarios/test_forwarding.py::test_forwarded_with_mac_rewrite")
 
 
 def test_the_real_forwarder_passes_through_the_same_path(tmp_path):

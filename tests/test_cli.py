@@ -1,27 +1,20 @@
 """`python -m lab repro`: every case runs against the real kernel and says what happened."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from lab import netns
 from lab.repro import CASES, run_case
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests import subproc
 
 ARRIVES = {"native-redirect-no-peer": 0, "native-redirect-pass-peer": 20, "native-redirect-gro-peer": 20,
            "generic-redirect": 20, "missing-txport": 0, "layout-bug": 20}
 
 
 def lab_cli(*args: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
-    env["XDPLAB_RUN"] = "c1i0"
-    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, env=env)
+    return subproc.run("-m", "lab", *args, env=subproc.child_env(XDPLAB_RUN="c1i0"))
 
 
 @pytest.mark.parametrize("name", sorted(CASES))

@@ -3,19 +3,16 @@ under --lab-artifacts with pcaps that tcpdump reads, and keeps bpf_printk lines 
 test that printed them even when two tests run at once (-n 2)."""
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests import subproc
+
+pytestmark = subproc.SESSIONS
 
 
 def run(tmp_path: Path, *args: str, target: str = "tests/failing/scenario_fails.py") -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "--no-header", "-p", "no:randomly", target,
-                           f"--lab-artifacts={tmp_path}", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300, env=env)
+    return subproc.run("-m", "pytest", "-q", "--no-header", target, f"--lab-artifacts={tmp_path}", *args)
 
 
 def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
@@ -53,10 +50,10 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
 
 def test_nothing_is_kept_for_passing_tests_unless_asked(tmp_path):
     target = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered"
-    r = run(tmp_path / "default", "-p", "no:xdist", target=target)
+    r = run(tmp_path / "default", target=target)
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout
     assert not (tmp_path / "default").exists()
-    r = run(tmp_path / "all", "-p", "no:xdist", "--lab-keep=all", target=target)
+    r = run(tmp_path / "all", "--lab-keep=all", target=target)
     assert r.returncode == 0, r.stdout
     kept = sorted(p.name for p in (tmp_path / "all").iterdir())
     assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_drv",

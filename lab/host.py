@@ -1,0 +1,54 @@
+"""What the lab must leave alone: the root namespace's links, addresses, routes and sysctls.
+
+`snapshot()` reads them (over netlink and /proc/sys/net, from the root namespace);
+`differences()` says what changed between two snapshots. The pytest plugin takes one at
+the start of the session and compares at the end.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+SYSCTL_ROOT = "/proc/sys/net"
+VOLATILE = ("nf_conntrack_count", "base_reachable_time", "flush", "stable_secret")
+
+
+def _sysctls() -> dict[str, str]:
+    out = {}
+    for dirpath, _dirs, files in os.walk(SYSCTL_ROOT):
+        for name in files:
+            if name in VOLATILE:
+                continue
+            path = os.path.join(dirpath, name)
+            try:
+                with open(path) as f:
+                    out[path[len("/proc/sys/"):]] = f.read().strip()
+            except OSError:
+                continue        # write-only or not readable
+    return out
+
+
+def snapshot() -> dict[str, Any]:
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        links = {link.get("IFLA_IFNAME"): (link["flags"], link.get("IFLA_MTU"), link.get("IFLA_ADDRESS"),
+                                           link.get("IFLA_MASTER"), str(link.get("IFLA_XDP")))
+                 for link in ipr.get_links()}
+        addrs = sorted((a["index"], a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr())
+        routes = sorted((r["family"], r.get("RTA_TABLE"), str(r.get("RTA_DST")), r["dst_len"], str(r.get("RTA_OIF")),
+                         str(r.get("RTA_GATEWAY"))) for r in ipr.route("dump"))
+    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": _sysctls()}
+
+
+def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    out = []
+    for kind in ("links", "sysctls"):
+        a, b = before[kind], after[kind]
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                out.append(f"{kind[:-1]} {k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}")
+    for kind in ("addresses", "routes"):
+        gone, new = set(before[kind]) - set(after[kind]), set(after[kind]) - set(before[kind])
+        out += [f"{kind[:-1]} removed: {x}" for x in sorted(gone, key=str)]
+        out += [f"{kind[:-1]} added: {x}" for x in sorted(new, key=str)]
+    return out

@@ -1,0 +1,34 @@
+"""Running the lab in a child process, as a user would: its own run id, no xdist worker
+identity inherited from the test that starts it."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tests that start whole pytest sessions (whose start sweeps dead labs' leftovers) run in one
+# xdist group, one after the other, so that one's sweep never races another's kill.
+SESSIONS = pytest.mark.xdist_group("sub-sessions")
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
+    env.update(extra)
+    return env
+
+
+def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
+        prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """`python <args>` in the repository, output captured."""
+    return subprocess.run([*prefix, sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env or child_env())
+
+
+def popen(*args: str, env: dict[str, str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,106 @@
+"""Teardown always happens: after a failure, an exception in a fixture, Ctrl-C (with and
+without -n), a pytest-timeout expiry. A SIGKILLed process leaves its namespaces; the next
+session and `python -m lab clean` remove them, and only them."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import netns, sweep
+from tests import subproc
+
+pytestmark = subproc.SESSIONS
+HANGS = "tests/failing/scenario_hangs.py"
+
+
+def ours(run: str) -> list[str]:
+    return [n for n in netns.list_names() if n.startswith(f"xdplab-{run}-")]
+
+
+def start(run: str, ready: Path, *args: str) -> subprocess.Popen:
+    return subproc.popen("-m", "pytest", "-q", HANGS, *args, env=subproc.child_env(XDPLAB_RUN=run,
+                                                                                 XDPLAB_READY=str(ready)))
+
+
+def wait_ready(p: subprocess.Popen, ready: Path, count: int = 3) -> list[str]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if ready.exists() and len(ready.read_text().split()) >= count:
+            return ready.read_text().split()
+        assert p.poll() is None, p.stdout.read()
+        time.sleep(0.05)
+    p.kill()
+    raise AssertionError("the lab never came up")
+
+
+@pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "n2"])
+def test_ctrl_c_tears_everything_down(tmp_path, xdist):
+    run = "c" + os.urandom(2).hex()[:3]
+    p = start(run, tmp_path / "ready", "-k", "test_hangs and skb", *xdist)
+    made = wait_ready(p, tmp_path / "ready")
+    assert sorted(ours(run)) == sorted(made)
+    p.send_signal(signal.SIGINT)
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode != 0
+    assert "KeyboardInterrupt" in out or "Interrupted" in out or "keyboard" in out.lower(), out
+    assert ours(run) == [], out
+
+
+def test_timeout_expiry_tears_everything_down(tmp_path):
+    run = "t" + os.urandom(2).hex()[:3]
+    p = start(run, tmp_path / "ready", "-k", "test_hangs and skb", "--timeout=3")
+    made = wait_ready(p, tmp_path / "ready")
+    out, _ = p.communicate(timeout=60)
+    assert p.returncode == 1 and "Timeout" in out, out
+    assert made and ours(run) == []
+
+
+def test_exception_in_a_fixture_tears_everything_down(tmp_path):
+    run = "f" + os.urandom(2).hex()[:3]
+    p = start(run, tmp_path / "ready", "-k", "test_fixture_raises")
+    out, _ = p.communicate(timeout=120)
+    assert "1 error" in out and "this fixture breaks on purpose" in out, out
+    assert len((tmp_path / "ready").read_text().split()) == 3
+    assert ours(run) == []
+
+
+def test_sigkill_leftovers_are_swept_and_foreign_namespaces_survive(tmp_path):
+    run = "k" + os.urandom(2).hex()[:3]
+    foreign = f"xdplab-{run}-main-0-fwd-foreign"          # looks like ours, was not made by the lab
+    subprocess.run(["ip", "netns", "add", foreign], check=True)
+    try:
+        p = start(run, tmp_path / "ready", "-k", "test_hangs and drv")
+        made = wait_ready(p, tmp_path / "ready")
+        p.kill()
+        p.communicate(timeout=30)
+        assert sorted(ours(run)) == sorted(made + [foreign]), "SIGKILL leaves the lab's namespaces"
+        dead = {x.netns for x in sweep.leftovers() if not x.alive}
+        assert set(made) <= dead
+
+        r = subproc.run("-m", "lab", "clean")
+        assert r.returncode == 0, r.stderr
+        for name in made:
+            assert f"removed {name} (owner pid {p.pid}, gone)" in r.stdout, r.stdout
+        assert ours(run) == [foreign], "only what the lab recorded is removed"
+        link_check = subprocess.run(["ip", "-n", foreign, "link"], capture_output=True, text=True)
+        assert link_check.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "delete", foreign], check=False)
+
+
+def test_a_new_session_sweeps_what_a_killed_one_left(tmp_path):
+    run = "s" + os.urandom(2).hex()[:3]
+    p = start(run, tmp_path / "ready", "-k", "test_hangs and skb")
+    made = wait_ready(p, tmp_path / "ready")
+    p.kill()
+    p.communicate(timeout=30)
+    assert sorted(ours(run)) == sorted(made)
+    r = subproc.run("-m", "pytest", "-q", "tests/test_units.py::test_seed_value_decodes_for_people")
+    assert r.returncode == 0, r.stdout
+    assert "namespace(s) left by dead lab processes" in r.stdout and made[0] in r.stdout, r.stdout
+    assert ours(run) == []
