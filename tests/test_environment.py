@@ -1,0 +1,78 @@
+"""Bad machines: each missing prerequisite gives an error that names it and the fix, before
+anything is built, and a program the verifier refuses shows the verifier's log."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pytest
+
+from lab import netns
+from lab.errors import CompileError
+from lab.forwarder import Forwarder, Program
+from tests import subproc
+
+pytestmark = subproc.SESSIONS
+
+SCENARIO = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered[skb]"
+RELEASE = platform.release()
+
+
+def scenario_under(*prefix: str, env: dict[str, str] | None = None) -> str:
+    """Run one scenario under `prefix` (a command that takes something away); its output."""
+    r = subproc.run("-m", "pytest", "-q", "-rE", "--no-header", SCENARIO, prefix=prefix,
+                    env=env or subproc.child_env(XDPLAB_RUN="e0e0"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "1 error" in r.stdout, r.stdout
+    assert [n for n in netns.list_names() if n.startswith("xdplab-e0e0-")] == [], "nothing may be built"
+    return r.stdout
+
+
+def test_not_root():
+    out = scenario_under("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+    assert "use the XDP lab on this machine: not running as root (euid 65534): the lab creates namespaces and " \
+           "attaches XDP; run as root (sudo make test)" in out
+
+
+def test_without_cap_net_admin():
+    out = scenario_under("setpriv", "--bounding-set=-net_admin", "--inh-caps=-net_admin")
+    assert "missing CAP_NET_ADMIN" in out and "run in a privileged VM or container" in out, out
+
+
+def test_bpffs_not_mounted():
+    out = scenario_under("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                         'umount /sys/fs/bpf && exec "$0" "$@"')
+    assert "bpffs is not mounted on /sys/fs/bpf; mount -t bpf bpf /sys/fs/bpf, or run `make setup`" in out, out
+
+
+def test_kernel_headers_missing(tmp_path):
+    out = scenario_under("unshare", "--mount", "--propagation", "private", "sh", "-c",
+                         f'mount --bind {tmp_path} /lib/modules/{RELEASE} && exec "$0" "$@"')
+    assert f"no kernel headers for {RELEASE} (/lib/modules/{RELEASE}/build), which bcc needs to compile" in out
+
+
+def test_bcc_missing(tmp_path):
+    fake = tmp_path / "bcc"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("raise ImportError('No module named bcc (hidden by the test)')\n")
+    out = scenario_under(env=subproc.child_env(XDPLAB_RUN="e0e0", PYTHONPATH=str(tmp_path)))
+    assert "import bcc: No module named bcc (hidden by the test); install Debian's python3-bpfcc" in out, out
+
+
+def test_verifier_refusal_shows_the_verifier_log(tmp_path):
+    src = tmp_path / "unchecked.c"
+    src.write_text("int xdp_l2fwd(struct xdp_md *ctx)\n{\n    return *(u32 *)(long)ctx->data;\n}\n")
+    with pytest.raises(CompileError) as e:
+        Forwarder(Program(src, "xdp_l2fwd"))
+    text = str(e.value)
+    assert text.startswith("load xdp_l2fwd from unchecked.c: the verifier refused it:\n")
+    assert "invalid access to packet" in text and "R1 offset is outside of the packet" in text
+    assert text.endswith("fix the program: the verifier's log above ends at the refused instruction")
+
+
+def test_compile_error_shows_the_compiler_diagnostics(tmp_path: Path):
+    src = tmp_path / "bad.c"
+    src.write_text("int xdp_l2fwd(struct xdp_md *ctx) { return undefined_thing; }\n")
+    with pytest.raises(CompileError, match=r"(?s)compile bad.c with bcc: .*use of undeclared identifier "
+                                           r"'undefined_thing'.*fix the C source"):
+        Forwarder(Program(src, "xdp_l2fwd"))
