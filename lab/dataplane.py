@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .topology import Interface
 
 ETH_P_ALL = 0x0003
+ETH_HLEN = 14
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
@@ -56,6 +57,10 @@ class Port:
         """Send `count` copies of `frame`, after the lab's preflight checks pass."""
         self.iface.lab.before_traffic()
         raw = bytes(frame)
+        if len(raw) < ETH_HLEN:
+            raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}",
+                                 f"shorter than an Ethernet header ({ETH_HLEN} bytes): AF_PACKET refuses it (EINVAL)",
+                                 "send 14 bytes or more; a runt never reaches XDP on a veth")
         send = self.sock.send
         try:
             for _ in range(count):
