@@ -43,6 +43,8 @@ def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
 class Port:
     """Send frames onto an interface from inside its namespace."""
 
+    total_sent = 0      # frames sent by every Port of this process (the session summary)
+
     def __init__(self, iface: "Interface") -> None:
         self.iface = iface
         self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
@@ -70,6 +72,7 @@ class Port:
                                  "check that the interface is up and the frame is at most MTU + 14 bytes",
                                  errno=e.errno) from None
         self.sent += count
+        Port.total_sent += count
 
     def close(self) -> None:
         self.sock.close()

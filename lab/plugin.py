@@ -25,10 +25,12 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from . import host, names, report, sweep, trace
+from .dataplane import Port
 from .forwarder import L2FWD, L2fwd, Program
 from .repro import l2fwd_on
 from .topology import SEED, Lab, Topology, build
@@ -36,6 +38,7 @@ from .xdp import MODES
 
 
 _HOST = pytest.StashKey[dict]()
+_frames = [0]       # frames sent by finished xdist workers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,11 +79,27 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config.stash[_HOST] = host.snapshot()
 
 
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    """Controller under xdist: add up the frames each worker sent."""
+    _frames[0] += getattr(node, "workeroutput", {}).get("xdplab_frames", 0)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    sent = _frames[0] + Port.total_sent
+    if sent:
+        mine = f"{names.PREFIX}-{names.run_id()}-"
+        left = [x.netns for x in sweep.leftovers() if x.netns.startswith(mine)]
+        terminalreporter.write_line(f"xdplab: {sent} frames sent; namespaces left by this run: {len(left)}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Controller: sweep what killed workers left; fail the session if the root namespace
-    changed (links, addresses, routes, sysctls)."""
+    changed (links, addresses, routes, sysctls). Worker: report its frame count."""
     config = session.config
-    if not _is_controller(config) or _HOST not in config.stash:
+    if not _is_controller(config):
+        config.workeroutput["xdplab_frames"] = Port.total_sent
+        return
+    if _HOST not in config.stash:
         return
     sweep.sweep()
     changed = host.differences(config.stash[_HOST], host.snapshot())

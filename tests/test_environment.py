@@ -24,7 +24,8 @@ def scenario_under(*prefix: str, env: dict[str, str] | None = None) -> str:
                     env=env or subproc.child_env(XDPLAB_RUN="e0e0"))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 error" in r.stdout, r.stdout
-    assert [n for n in netns.list_names() if n.startswith("xdplab-e0e0-")] == [], "nothing may be built"
+    assert [n for n in netns.list_names() if n.startswith("xdplab-e0e0-")] == [], \
+        "nothing may be left:\n" + r.stdout + r.stderr
     return r.stdout
 
 

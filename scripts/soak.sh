@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Soak: run the scenario suite N times in a row with -n 2 (default 20); after every run,
+# check that nothing of the lab is left. Prints one line per run and a total.
+set -u
+cd "$(dirname "$0")/.."
+runs=${1:-20}
+failures=0 leaks=0 frames=0
+for i in $(seq "$runs"); do
+  out=$(.venv/bin/python -m pytest scenarios/ -n 2 -q -p no:randomly 2>&1)
+  rc=$?
+  n=$(printf '%s\n' "$out" | sed -n 's/^xdplab: \([0-9]*\) frames sent.*/\1/p')
+  summary=$(printf '%s\n' "$out" | tail -n 1)
+  left=$(( $(ip netns list | grep -c '^xdplab-') + $(ls /run/xdplab/owners 2>/dev/null | wc -l) \
+          + $(grep -c xdplab /proc/mounts) ))
+  [ "$rc" = 0 ] || { failures=$((failures + 1)); printf '%s\n' "$out" | tail -n 40; }
+  [ "$left" = 0 ] || leaks=$((leaks + 1))
+  frames=$((frames + ${n:-0}))
+  echo "run $i: rc=$rc frames=${n:-0} leftovers=$left  $summary"
+done
+echo "soak: $runs runs, $failures failed, $leaks leaked, $frames frames"
+[ "$failures" = 0 ] && [ "$leaks" = 0 ]
