@@ -13,7 +13,10 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _NR_bpf = 321  # x86_64
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
+BPF_OBJ_PIN = 6
+BPF_PROG_TEST_RUN = 10
 BPF_OBJ_GET_INFO_BY_FD = 15
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_BTF_GET_FD_BY_ID = 19
 BPF_ANY = 0
 
@@ -44,6 +47,19 @@ class _MapInfo(ctypes.Structure):
 class _BtfInfo(ctypes.Structure):
     _fields_ = [("btf", ctypes.c_uint64), ("btf_size", ctypes.c_uint32), ("id", ctypes.c_uint32),
                 ("name", ctypes.c_uint64), ("name_len", ctypes.c_uint32), ("kernel_btf", ctypes.c_uint32)]
+
+
+class _TestRunAttr(ctypes.Structure):
+    _fields_ = [("prog_fd", ctypes.c_uint32), ("retval", ctypes.c_uint32), ("data_size_in", ctypes.c_uint32),
+                ("data_size_out", ctypes.c_uint32), ("data_in", ctypes.c_uint64), ("data_out", ctypes.c_uint64),
+                ("repeat", ctypes.c_uint32), ("duration", ctypes.c_uint32), ("ctx_size_in", ctypes.c_uint32),
+                ("ctx_size_out", ctypes.c_uint32), ("ctx_in", ctypes.c_uint64), ("ctx_out", ctypes.c_uint64),
+                ("flags", ctypes.c_uint32), ("cpu", ctypes.c_uint32), ("batch_size", ctypes.c_uint32),
+                ("pad", ctypes.c_uint32)]
+
+
+class _PinAttr(ctypes.Structure):
+    _fields_ = [("pathname", ctypes.c_uint64), ("bpf_fd", ctypes.c_uint32), ("file_flags", ctypes.c_uint32)]
 
 
 class _IdAttr(ctypes.Structure):
@@ -184,3 +200,19 @@ def keys(fd: int, key_size: int) -> list[bytes]:
             raise
         cur = nxt.raw
         out.append(cur)
+
+
+def pin(fd: int, path: str) -> None:
+    """Pin a program or map at `path` in a bpffs (BPF_OBJ_PIN)."""
+    name = ctypes.create_string_buffer(path.encode())
+    _bpf(BPF_OBJ_PIN, _PinAttr(ctypes.addressof(name), fd, 0))
+
+
+def test_run_live(prog_fd: int, frame: bytes, repeat: int, batch_size: int = 64) -> None:
+    """Run an XDP program on `repeat` live copies of `frame` (BPF_F_TEST_XDP_LIVE_FRAMES):
+    what it redirects is really transmitted. The calling thread's namespace is the one whose
+    loopback device the frames seem to arrive on."""
+    data = ctypes.create_string_buffer(frame, len(frame))
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(frame), data_in=ctypes.addressof(data), repeat=repeat,
+                        flags=BPF_F_TEST_XDP_LIVE_FRAMES, batch_size=batch_size)
+    _bpf(BPF_PROG_TEST_RUN, attr)

@@ -50,6 +50,8 @@ class Program:
 
 L2FWD = Program(L2FWD_SOURCE, "xdp_l2fwd")
 XDP_PASS = Program(PASS_SOURCE, "xdp_pass")
+XDP_DROP = Program(BPF_DIR / "xdp_drop.c", "xdp_drop")
+XDP_GEN = Program(BPF_DIR / "xdp_gen.c", "xdp_gen")
 
 
 class Compiled:

@@ -163,6 +163,10 @@ class Netns:
     def __repr__(self) -> str:
         return f"Netns({self.name!r})"
 
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
     # inside ------------------------------------------------------------------------------
     @property
     def fd(self) -> int:

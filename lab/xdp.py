@@ -96,6 +96,8 @@ class Attachment:
         if not self._attached:
             return
         self._attached = False
+        if self.iface.ns.closed:      # the namespace, and the device with it, is gone
+            return
         from pyroute2.netlink.exceptions import NetlinkError
         try:
             _set(self.iface, -1, MODES[self.mode])

@@ -1,0 +1,320 @@
+"""`python -m lab bench`: what the lab costs and what a forwarder does, on this machine.
+
+Each figure is the median of several repetitions. Rates that Python cannot reach are
+measured with frames generated in the kernel: an XDP program run by BPF_PROG_TEST_RUN with
+BPF_F_TEST_XDP_LIVE_FRAMES (xdp-trafficgen's method) redirects copies of a frame out of
+net1/veth1, through the forwarder, and they are counted at the far end (net2/veth3, which
+drops them in XDP, the cheapest sink).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import bpfsys, ethtool
+from .counters import read
+from .dataplane import Capture, Port
+from .forwarder import L2FWD, XDP_DROP, XDP_GEN, Compiled, Forwarder, compiled
+from .packets import udp_frame
+from .repro import ROUTED, SEED_MAC, l2fwd_on, seed_frame
+from .topology import SEED, End, Lab, Topology, Veth, build
+from .xdp import Attachment
+
+ROOT = Path(__file__).resolve().parent.parent
+SIZES = (64, 512, 1500)
+PAIR = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24"),
+                      End("fwd", "veth0", "02:00:00:00:01:01", "192.168.1.1/24")),), name="bench-pair")
+
+KEYS = ("lab_setup_ms", "ip_script_ms", "compile_ms", "attach_ms", "inject_pps", "scapy_sendp_pps",
+        "capture_pps", "capture_drops", "fwd_mpps_skb", "fwd_mpps_drv", "drop_mpps", "suite_serial_s",
+        "suite_parallel_s")
+
+
+def median_of(reps: int, fn: Callable[[], float]) -> float:
+    return statistics.median(fn() for _ in range(reps))
+
+
+def progress(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+# --- the harness's own overhead -------------------------------------------------------------
+
+def lab_setup_ms() -> float:
+    t = time.perf_counter()
+    with build(SEED) as lab, l2fwd_on(lab, "skb", "none") as f:
+        f.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
+    return (time.perf_counter() - t) * 1e3
+
+
+def ip_script_ms(pin_dir: str) -> float:
+    """The same lab as separate `ip`/`bpftool` processes, as shell-based labs build it: the
+    program is already loaded and pinned (as lab_setup_ms reuses the compiled one)."""
+    tag = f"xdplab-bench{os.getpid()}"
+    f, n1, n2 = f"{tag}-fwd", f"{tag}-net1", f"{tag}-net2"
+    cmds = [["ip", "netns", "add", ns] for ns in (n1, f, n2)] + [
+        ["ip", "-n", f, "link", "add", "veth0", "type", "veth", "peer", "name", "veth1", "netns", n1],
+        ["ip", "-n", f, "link", "add", "veth2", "type", "veth", "peer", "name", "veth3", "netns", n2],
+        ["ip", "-n", n1, "addr", "add", "192.168.1.2/24", "dev", "veth1"],
+        ["ip", "-n", f, "addr", "add", "192.168.1.1/24", "dev", "veth0"],
+        ["ip", "-n", f, "addr", "add", "192.168.0.254/24", "dev", "veth2"],
+        ["ip", "-n", n2, "addr", "add", "192.168.0.1/24", "dev", "veth3"],
+        ["ip", "-n", n1, "link", "set", "veth1", "up"], ["ip", "-n", f, "link", "set", "veth0", "up"],
+        ["ip", "-n", f, "link", "set", "veth2", "up"], ["ip", "-n", n2, "link", "set", "veth3", "up"],
+        ["ip", "-n", f, "link", "set", "dev", "veth0", "xdpgeneric", "pinned", f"{pin_dir}/prog"],
+        # a devmap resolves ifindexes in the writer's namespace: bpftool must run inside fwd
+        ["ip", "netns", "exec", f, "bpftool", "map", "update", "pinned", f"{pin_dir}/txport_map",
+         "key", "3", "0", "0", "0", "value", "3", "0", "0", "0"],
+        ["bpftool", "map", "update", "pinned", f"{pin_dir}/l2fwd_map", "key", "192", "168", "0", "1",
+         "value", "3", "0", "0", "0", "0", "0", "0x11", "0x22", "0x33", "0x44", "0", "0"],
+        ["ip", "-n", f, "link", "set", "dev", "veth0", "xdpgeneric", "off"],
+    ] + [["ip", "netns", "del", ns] for ns in (n2, f, n1)]
+    t = time.perf_counter()
+    try:
+        for c in cmds:
+            subprocess.run(c, check=True, capture_output=True)
+    except subprocess.CalledProcessError as e:
+        for ns in (n2, f, n1):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        raise RuntimeError(f"bench: {' '.join(e.cmd)} failed: {e.stderr.decode().strip()}") from None
+    return (time.perf_counter() - t) * 1e3
+
+
+def compile_ms() -> float:
+    t = time.perf_counter()
+    c = Compiled(L2FWD)
+    ms = (time.perf_counter() - t) * 1e3
+    c.bpf.cleanup()
+    return ms
+
+
+def attach_ms(lab: Lab, fd: int) -> float:
+    veth0 = lab.iface("fwd/veth0")
+    t = time.perf_counter()
+    a = Attachment(veth0, fd, "drv", "xdp_drop")
+    ms = (time.perf_counter() - t) * 1e3
+    a.close()
+    return ms
+
+
+# --- frames from Python -------------------------------------------------------------------
+
+def inject_pps(lab: Lab, frames: int) -> float:
+    port = Port(lab.iface("net1/veth1"))
+    frame = bytes(seed_frame(lab))
+    try:
+        t = time.perf_counter()
+        port.send(frame, count=frames)
+        return frames / (time.perf_counter() - t)
+    finally:
+        port.close()
+
+
+def scapy_sendp_pps(lab: Lab, frames: int) -> float:
+    """scapy's sendp() of the same frame, imported and run inside net1 (`ip netns exec`),
+    which is how scapy-based harnesses send from a namespace."""
+    code = ("import sys, time\nfrom scapy.all import Ether, sendp\n"
+            f"f = Ether(bytes.fromhex('{bytes(seed_frame(lab)).hex()}'))\n"
+            f"t = time.perf_counter(); sendp(f, iface='veth1', count={frames}, verbose=False)\n"
+            f"print({frames} / (time.perf_counter() - t))\n")
+    r = subprocess.run(["ip", "netns", "exec", lab.ns("net1").name, sys.executable, "-c", code],
+                       check=True, capture_output=True, text=True)
+    return float(r.stdout.split()[-1])
+
+
+def capture_burst(lab: Lab, frames: int) -> tuple[float, int]:
+    """A 100,000-frame burst at inject_pps into a capture: (frames/s taken in, frames lost)."""
+    cap = Capture(lab.iface("fwd/veth0"), rcvbuf=512 << 20)
+    port = Port(lab.iface("net1/veth1"))
+    try:
+        t = time.perf_counter()
+        port.send(bytes(seed_frame(lab, "192.168.1.1")), count=frames)
+        deadline = time.monotonic() + 30
+        while len(cap.received) + cap.drops < frames and time.monotonic() < deadline:
+            cap.poll(0.01)
+        return len(cap.received) / (time.perf_counter() - t), cap.drops
+    finally:
+        port.close()
+        cap.close()
+
+
+# --- frames from the kernel ----------------------------------------------------------------
+
+def padded(size: int) -> bytes:
+    base = bytes(udp_frame(eth_src="02:00:00:00:01:02", eth_dst="02:00:00:00:01:01", ip_dst=ROUTED,
+                           payload=b""))
+    return bytes(udp_frame(eth_src="02:00:00:00:01:02", eth_dst="02:00:00:00:01:01", ip_dst=ROUTED,
+                           payload=b"\0" * (size - len(base))))
+
+
+def generate(lab: Lab, gen: Forwarder, frame: bytes, repeat: int, sink: str, counter: str) -> float:
+    """Mpps counted at `sink` (an interface key) while the generator sends `repeat` frames."""
+    iface = lab.iface(sink)
+    before = read(iface)[counter]
+    with lab.ns("net1").entered():
+        t = time.perf_counter()
+        bpfsys.test_run_live(gen.compiled.fd, frame, repeat)
+        elapsed = time.perf_counter() - t
+    deadline = time.monotonic() + 2
+    while True:       # the last batch may still be on its way
+        after = read(iface)[counter]
+        if after - before >= repeat or time.monotonic() > deadline:
+            break
+        time.sleep(0.01)
+    return (after - before) / elapsed / 1e6
+
+
+def kernel_rates(repeat: int, reps: int) -> dict[str, dict[int, float]]:
+    """Mpps for each mode and frame size, and the XDP_DROP ceiling on veth0."""
+    out: dict[str, dict[int, float]] = {"skb": {}, "drv": {}, "drop": {}}
+    gen = Forwarder(XDP_GEN)
+    sink = Forwarder(XDP_DROP)
+    try:
+        gen.map("gen_target").update(bytes(4), (2).to_bytes(4, "little"))   # net1/veth1 is ifindex 2 in net1
+        for mode in ("skb", "drv"):
+            with build(SEED) as lab, l2fwd_on(lab, mode, "none") as f:
+                if lab.iface("net1/veth1").ifindex != 2:
+                    raise RuntimeError("bench: net1/veth1 is not ifindex 2")
+                f.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
+                sink.attach(lab.iface("net2/veth3"), "drv")           # far end: counted, then dropped
+                if mode == "skb":     # the generator's xdp_frames need NAPI on veth0: GRO turns it on
+                    ethtool.set_gro(lab.iface("fwd/veth0"), True)
+                for size in SIZES:
+                    out[mode][size] = median_of(reps, lambda: generate(lab, gen, padded(size), repeat, "net2/veth3",
+                                                                       "rx_queue_0_xdp_packets"))
+                sink.close()
+        with build(PAIR) as lab:
+            sink.attach(lab.iface("fwd/veth0"), "drv")
+            for size in SIZES:
+                out["drop"][size] = median_of(reps, lambda: generate(lab, gen, padded(size), repeat, "fwd/veth0",
+                                                                     "rx_queue_0_xdp_drops"))
+            sink.close()
+    finally:
+        sink.close()
+        gen.close()
+    return out
+
+
+def suite_s(parallel: bool) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
+    args = [sys.executable, "-m", "pytest", "-q", "scenarios/", *(["-n", "2"] if parallel else ["-n0"])]
+    t = time.perf_counter()
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise RuntimeError(f"bench: the scenario suite failed:\n{r.stdout[-2000:]}")
+    return time.perf_counter() - t
+
+
+# --- the run -----------------------------------------------------------------------------------
+
+def run(quick: bool) -> dict[str, Any]:
+    reps = 3 if quick else 9
+    res: dict[str, Any] = {}
+    compiled(L2FWD)               # warm the cache: lab_setup_ms attaches "from the compile cache"
+    progress("lab set-up against an ip/bpftool script")
+    res["lab_setup_ms"] = median_of(reps, lab_setup_ms)
+    # `ip -n` remounts /sys, hiding /sys/fs/bpf: pin in a bpffs of our own, outside /sys
+    os.makedirs("/run/xdplab", exist_ok=True)
+    pin_dir = tempfile.mkdtemp(prefix="bench-bpffs-", dir="/run/xdplab")
+    subprocess.run(["mount", "-t", "bpf", "bpf", pin_dir], check=True)
+    try:
+        c = compiled(L2FWD)
+        bpfsys.pin(c.fd, f"{pin_dir}/prog")
+        for m in ("l2fwd_map", "txport_map"):
+            bpfsys.pin(c.maps[m].fd, f"{pin_dir}/{m}")
+        res["ip_script_ms"] = median_of(reps, lambda: ip_script_ms(pin_dir))
+    finally:
+        subprocess.run(["umount", pin_dir], check=False)
+        os.rmdir(pin_dir)
+    progress("compile and attach")
+    res["compile_ms"] = median_of(1 if quick else 3, compile_ms)
+    drop = Forwarder(XDP_DROP)
+    try:
+        with build(PAIR) as lab:
+            res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.compiled.fd))
+            progress("frames from Python")
+            drop.attach(lab.iface("fwd/veth0"), "drv")
+            res["inject_pps"] = median_of(reps, lambda: inject_pps(lab, 100_000 if quick else 300_000))
+            res["scapy_sendp_pps"] = median_of(reps, lambda: scapy_sendp_pps(lab, 2_000 if quick else 10_000))
+            drop.close()
+            rates = [capture_burst(lab, 100_000) for _ in range(reps)]
+            res["capture_pps"] = statistics.median(r[0] for r in rates)
+            res["capture_drops"] = max(r[1] for r in rates)
+    finally:
+        drop.close()
+    progress("frames from the kernel (BPF_PROG_TEST_RUN, live frames)")
+    by_size = kernel_rates(300_000 if quick else 2_000_000, reps)
+    res["fwd_mpps_skb"], res["fwd_mpps_drv"], res["drop_mpps"] = (by_size[m][64] for m in ("skb", "drv", "drop"))
+    res["by_size"] = {m: {str(s): v for s, v in sizes.items()} for m, sizes in by_size.items()}
+    progress("the scenario suite, serial and -n 2")
+    res["suite_serial_s"] = median_of(1 if quick else 3, lambda: suite_s(False))
+    res["suite_parallel_s"] = median_of(1 if quick else 3, lambda: suite_s(True))
+    res["machine"] = {"cores": os.cpu_count(), "kernel": platform.release(), "quick": quick,
+                      "date": time.strftime("%Y-%m-%d")}
+    res["targets"] = targets(res)
+    return res
+
+
+def targets(r: dict[str, Any]) -> dict[str, bool]:
+    return {
+        "lab_setup_ms <= 0.5 * ip_script_ms": r["lab_setup_ms"] <= 0.5 * r["ip_script_ms"],
+        "inject_pps >= 200000": r["inject_pps"] >= 200_000,
+        "inject_pps >= 100 * scapy_sendp_pps": r["inject_pps"] >= 100 * r["scapy_sendp_pps"],
+        "capture_drops == 0": r["capture_drops"] == 0,
+        "fwd_mpps_drv >= 0.5 * drop_mpps": r["fwd_mpps_drv"] >= 0.5 * r["drop_mpps"],
+        "suite_parallel_s <= 0.65 * suite_serial_s": r["suite_parallel_s"] <= 0.65 * r["suite_serial_s"],
+    }
+
+
+def table(r: dict[str, Any]) -> str:
+    rows = [f"{'figure':<20} {'value':>14}"]
+    for k in KEYS:
+        v = r[k]
+        rows.append(f"{k:<20} {v:>14,.3f}" if isinstance(v, float) and v < 100 else f"{k:<20} {v:>14,.0f}")
+    rows.append("")
+    rows.append(f"{'Mpps by frame size':<20} " + " ".join(f"{s:>8}" for s in SIZES))
+    for m, sizes in r["by_size"].items():
+        rows.append(f"{m:<20} " + " ".join(f"{sizes[str(s)]:>8.3f}" for s in SIZES))
+    rows.append("")
+    rows += [f"{'met ' if ok else 'MISSED'}  {t}" for t, ok in r["targets"].items()]
+    m = r["machine"]
+    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'quick' if m['quick'] else 'full'} run, {m['date']}")
+    return "\n".join(rows)
+
+
+def plot(r: dict[str, Any], path: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.27
+    for i, (m, label) in enumerate((("skb", "l2fwd skb"), ("drv", "l2fwd drv"), ("drop", "XDP_DROP ceiling"))):
+        xs = [j + (i - 1) * width for j in range(len(SIZES))]
+        ax.bar(xs, [r["by_size"][m][str(s)] for s in SIZES], width, label=label)
+    ax.set_xticks(range(len(SIZES)), [f"{s} B" for s in SIZES])
+    ax.set_ylabel("Mpps")
+    ax.set_title(f"l2fwd through veth, {r['machine']['cores']} cores, kernel {r['machine']['kernel']}")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(quick: bool, json_path: str | None, plot_path: str | None) -> int:
+    r = run(quick)
+    print(table(r))
+    if json_path:
+        Path(json_path).write_text(json.dumps(r, indent=2) + "\n")
+    if plot_path:
+        plot(r, plot_path)
+    return 0
