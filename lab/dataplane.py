@@ -7,6 +7,8 @@ own kernel drops (PACKET_STATISTICS) and offers PTF-style checks: `expect`, `exp
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import select
 import socket
 import struct
@@ -28,6 +30,44 @@ PACKET_IGNORE_OUTGOING = 23
 DEFAULT_TIMEOUT = 2.0        # how long to wait for frames that should arrive
 NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing arrives
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(_Iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+
+
+class _Mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", _Msghdr), ("len", ctypes.c_uint)]
+
+
+BATCH = 1024
+
+
+def _send_copies(fd: int, raw: bytes, count: int) -> None:
+    """Send `count` copies of `raw` with sendmmsg(2), BATCH per system call: a Python loop of
+    send() spends most of its time entering the kernel (about 470k frames/s here, against
+    about 740k with sendmmsg)."""
+    buf = ctypes.create_string_buffer(raw, len(raw))
+    iov = _Iovec(ctypes.addressof(buf), len(raw))
+    msgs = (_Mmsghdr * min(count, BATCH))()
+    for m in msgs:
+        m.hdr.iov, m.hdr.iovlen = ctypes.pointer(iov), 1
+    left = count
+    while left:
+        n = _libc.sendmmsg(fd, msgs, min(left, BATCH), 0)
+        if n < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        left -= n
 
 
 def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
@@ -63,10 +103,11 @@ class Port:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}",
                                  f"shorter than an Ethernet header ({ETH_HLEN} bytes): AF_PACKET refuses it (EINVAL)",
                                  "send 14 bytes or more; a runt never reaches XDP on a veth")
-        send = self.sock.send
         try:
-            for _ in range(count):
-                send(raw)
+            if count == 1:
+                self.sock.send(raw)
+            else:
+                _send_copies(self.sock.fileno(), raw, count)
         except OSError as e:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e),
                                  "check that the interface is up and the frame is at most MTU + 14 bytes",

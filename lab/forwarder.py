@@ -80,6 +80,7 @@ class Compiled:
                                "fix the C source (diagnostics above)") from None
         self.fd: int = fn.fd
         self.info = bpfsys.prog_info(self.fd)
+        self.clean = False      # True while its maps are known to be empty
         self.maps: dict[str, MapView] = {}
         btf = Btf.by_id(self.info.btf_id) if self.info.btf_id else None
         for name in self._table_names():
@@ -147,7 +148,9 @@ class Forwarder:
         self.compiled = compiled(program)
         self.program = program
         self.attachments: list[Attachment] = []
-        self.clear_maps()
+        if not self.compiled.clean:       # a previous user that did not close, or the first one
+            self.clear_maps()
+        self.compiled.clean = False
         _in_use.add(program)
 
     # attach ------------------------------------------------------------------------------
@@ -189,6 +192,7 @@ class Forwarder:
     def clear_maps(self) -> None:
         for m in self.maps.values():
             m.clear()
+        self.compiled.clean = True
 
     def dump(self) -> str:
         return "\n\n".join(m.dump() for m in self.maps.values())

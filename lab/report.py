@@ -2,7 +2,8 @@
 lab before it is torn down.
 
 Sections (also written as files by `write()`):
-  counters  every interface: before (as built), after, delta, as `ip -s -s link` and
+  counters  every interface: before (the test's first snapshot, else 0 at creation), after,
+            delta, as `ip -s -s link` and
             `ethtool -S` would show them
   xdp       attach state per interface: mode and program id, as `ip -d link` shows them
   maps      every map of every forwarder, raw bytes and decoded fields (bpftool map dump)
@@ -27,6 +28,7 @@ ALWAYS = ("rx_packets", "rx_bytes", "rx_dropped", "rx_errors", "tx_packets", "tx
 
 
 def counters_table(lab: "Lab") -> str:
+    """Counters since the test's first snapshot, or since creation (a new veth counts from 0)."""
     before = lab.snapshots[0] if lab.snapshots else None
     after = Snapshot.of(lab)
     out = []

@@ -22,11 +22,11 @@ ROUTED = "192.168.0.1"
 SEED_MAC = "00:00:11:22:33:44"
 
 
-def prepare_peer(lab: Lab, target: Interface, how: str, pass_prog: Forwarder) -> None:
+def prepare_peer(lab: Lab, target: Interface, how: str, pass_prog: Forwarder | None) -> None:
     """Set up the peer of redirect target `target`: "none" (as built), "pass" (xdp_pass in
     drv mode) or "gro" (GRO on). Undone with the lab."""
     peer = lab.peer(target.key)
-    if how == "pass":
+    if how == "pass" and pass_prog is not None:
         pass_prog.attach(peer, "drv")
     elif how == "gro":
         ethtool.set_gro(peer, True)
@@ -41,7 +41,7 @@ def l2fwd_on(lab: Lab, mode: str, peer: str, program: Program = L2FWD, at: str =
     (the redirect targets') set up as `peer`, the forwarder registered with the lab for
     the failure report. Everything is undone on exit, last made first."""
     where = lab.iface(at)
-    peers = Forwarder(XDP_PASS)
+    peers = Forwarder(XDP_PASS) if peer == "pass" else None     # compiled only where it is used
     try:
         fwd = L2fwd(program)
         try:
@@ -54,7 +54,8 @@ def l2fwd_on(lab: Lab, mode: str, peer: str, program: Program = L2FWD, at: str =
         finally:
             fwd.close()
     finally:
-        peers.close()
+        if peers is not None:
+            peers.close()
 
 
 def seed_frame(lab: Lab, ip_dst: str = ROUTED) -> object:

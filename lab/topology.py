@@ -5,7 +5,8 @@
          192.168.1.2        192.168.1.1   192.168.0.254     192.168.0.1
 
 `build()` creates every object over netlink (no `ip` processes), each veth end directly in
-its own namespace, and returns a `Lab` that owns them all and removes them in reverse order.
+its own namespace, and returns a `Lab` that owns them all and removes them in reverse order
+(captures, ports, forwarders' attachments, then the namespaces, which take their veths).
 """
 from __future__ import annotations
 
@@ -283,15 +284,6 @@ class Lab:
         self.close()
 
 
-def _delete_link(ns: Netns, name: str) -> None:
-    from pyroute2.netlink.exceptions import NetlinkError
-    try:
-        ns.ipr.link("del", ifname=name)
-    except NetlinkError as e:
-        if e.code != errno.ENODEV:   # the namespace or the peer may have taken it already
-            raise
-
-
 def _static_neighbours(lab: Lab, v: Veth) -> None:
     """Each end of a veth knows its peer's MAC for good (a permanent neighbour entry), so
     that replies from a namespace's stack never start ARP: a check for "no other frame"
@@ -342,7 +334,9 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
             except NetlinkError as e:
                 raise LinkError(action, e.args[1] if len(e.args) > 1 else str(e),
                                 "check the names and MTUs", errno=e.code) from None
-            lab.on_close(f"delete link {v.a.key}", lambda ns=a_ns, n=v.a.name: _delete_link(ns, n))
+            # No undo step of its own: a veth goes with its namespace. Deleting a namespace
+            # unregisters all its devices (and their peers) in one batch, one RCU grace period
+            # for them all instead of one per `ip link del` (~25 ms each here).
             for e, ns in ((v.a, a_ns), (v.b, b_ns)):
                 index = ns.ipr.link_lookup(ifname=e.name)[0]
                 if e.ip:
@@ -354,7 +348,6 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
                 ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
             _static_neighbours(lab, v)
         _wait_operstate_up(lab)
-        lab.snapshot()          # the counters as built: the failure report's first "before"
     except BaseException:
         with contextlib.suppress(LabError):
             lab.close()

@@ -64,8 +64,10 @@ def ipv4(**kw):
 
 
 def scapy_frame(kind: str, dst: str, payload: bytes) -> bytes:
-    from scapy.all import ARP, IPv6, UDP, Dot1Q, Ether, Raw
-    from scapy.layers.inet import IP, IPOption
+    from scapy.layers.inet import IP, UDP, IPOption
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Dot1Q, Ether
+    from scapy.packet import Raw
     eth = Ether(src=SRC_MAC, dst=DST_MAC)
     if kind == "vlan":
         return bytes(eth / Dot1Q(vlan=7) / IP(src="192.168.1.2", dst=dst) / UDP() / Raw(payload))
