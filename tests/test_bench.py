@@ -1,0 +1,28 @@
+"""`python -m lab bench --quick` runs against the real kernel and emits every key (no
+timing is asserted here: speed targets live in the benchmark and the README)."""
+from __future__ import annotations
+
+import json
+
+from lab.bench import KEYS, SIZES
+from tests import subproc
+
+pytestmark = subproc.SESSIONS
+
+
+def test_quick_bench_emits_every_key(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    r = subproc.run("-m", "lab", "bench", "--quick", "--json", str(out), "--plot", str(png), timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    res = json.loads(out.read_text())
+    assert set(KEYS) <= set(res), set(KEYS) - set(res)
+    for k in KEYS:
+        assert isinstance(res[k], (int, float)) and res[k] >= 0, (k, res[k])
+    assert res["capture_drops"] == int(res["capture_drops"])
+    assert sorted(res["by_size"]) == ["drop", "drv", "skb"]
+    assert all(sorted(map(int, v)) == list(SIZES) for v in res["by_size"].values())
+    assert res["fwd_mpps_drv"] == res["by_size"]["drv"]["64"] > 0
+    assert set(res["targets"]) and all(isinstance(v, bool) for v in res["targets"].values())
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for k in KEYS:
+        assert k in r.stdout, f"{k} missing from the printed table"
