@@ -11,6 +11,11 @@
  * verdict_cnt counts what the program returned, indexed by the XDP action
  * (0 aborted, 1 drop, 2 pass, 3 tx, 4 redirect) plus VERDICT_MALFORMED for
  * frames it could not parse (those are passed too, and counted in both).
+ * redirect_key records, per CPU, the key of the last redirect it asked for
+ * (slot 0: txport_map, slot 1: xsks_map; key + 1, 0 = none): the lab's unit
+ * backend reads it, as BPF_PROG_TEST_RUN does not report a redirect's target.
+ *
+ * bpf/l2fwd.bpf.c is the same forwarder in libbpf style, for clang.
  *
  * Build flags: -DL2FWD_DEBUG turns on bpf_trace_printk lines, each starting
  * with "l2fwd[<tag>]", where <tag> is what user space wrote in trace_tag[0]
@@ -50,6 +55,7 @@ BPF_HASH(l2fwd_map, u32, struct fwd, 64);   /* key: daddr as it sits in the IP h
 BPF_DEVMAP(txport_map, 64);
 BPF_XSKMAP(xsks_map, 64);
 BPF_PERCPU_ARRAY(verdict_cnt, u64, VERDICT_SLOTS);
+BPF_PERCPU_ARRAY(redirect_key, u32, 2);
 
 static __always_inline int count(u32 slot, int action)
 {
@@ -64,6 +70,13 @@ static __always_inline int verdict(int action)
     return count(action, action);
 }
 
+static __always_inline void record_key(u32 slot, u32 key)
+{
+    u32 *k = redirect_key.lookup(&slot);
+    if (k)
+        *k = key + 1;
+}
+
 int xdp_l2fwd(struct xdp_md *ctx)
 {
     void *data = (void *)(long)ctx->data;
@@ -73,6 +86,7 @@ int xdp_l2fwd(struct xdp_md *ctx)
     u32 *qconf = qidconf_map.lookup(&qid);
     if (qconf && *qconf) {
         dbg("queue %u to xsks_map\n", qid);
+        record_key(1, qid);
         return verdict(xsks_map.redirect_map(qid, XDP_PASS));
     }
 
@@ -100,6 +114,7 @@ int xdp_l2fwd(struct xdp_md *ctx)
     }
 
     __builtin_memcpy(eth->h_dest, f->dst_mac, ETH_ALEN);
+    record_key(0, f->outif);
     int action = txport_map.redirect_map(f->outif, 0);
     dbg("%x to outif %u\n", bpf_ntohl(daddr), f->outif);
     dbg("redirect action %d\n", action);

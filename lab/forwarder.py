@@ -39,23 +39,39 @@ FWD = Layout.c("struct fwd", [("outif", "u32"), ("dst_mac", "u8[6]")])
 
 @dataclass(frozen=True)
 class Program:
-    """An XDP program: a C source, the function to load, and build flags."""
+    """An XDP program: a bcc C source (kind "bcc") or a clang-built ELF object (kind "elf",
+    loaded with libbpf), the function to load, and bcc build flags."""
     source: Path
     function: str
     cflags: tuple[str, ...] = ()
+    kind: str = "bcc"
 
     def with_flags(self, *cflags: str) -> "Program":
-        return Program(self.source, self.function, self.cflags + tuple(cflags))
+        if self.kind != "bcc":
+            raise LabError(f"add build flags to {self.source.name}", "an ELF object is already built",
+                           "build the object with the flags (make bpf builds the debug variant too)")
+        return Program(self.source, self.function, self.cflags + tuple(cflags), self.kind)
 
 
 L2FWD = Program(L2FWD_SOURCE, "xdp_l2fwd")
+L2FWD_ELF = Program(BPF_DIR / "l2fwd.bpf.o", "xdp_l2fwd", kind="elf")
+L2FWD_ELF_DEBUG = Program(BPF_DIR / "l2fwd.debug.bpf.o", "xdp_l2fwd", kind="elf")
+
+
+def l2fwd_variant(kind: str, debug: bool = False) -> Program:
+    """The l2fwd forwarder as bcc compiles it ("bcc") or as clang built it ("elf")."""
+    if kind == "bcc":
+        return L2FWD.with_flags("-DL2FWD_DEBUG") if debug else L2FWD
+    if kind == "elf":
+        return L2FWD_ELF_DEBUG if debug else L2FWD_ELF
+    raise LabError(f"choose forwarder variant {kind!r}", "unknown variant", "use bcc or elf")
 XDP_PASS = Program(PASS_SOURCE, "xdp_pass")
 XDP_DROP = Program(BPF_DIR / "xdp_drop.c", "xdp_drop")
 XDP_GEN = Program(BPF_DIR / "xdp_gen.c", "xdp_gen")
 
 
 class Compiled:
-    """A program compiled and loaded by bcc: its fd and its maps, typed by bcc's layouts."""
+    """A program compiled and loaded by bcc: its fd and its maps, typed from BTF."""
 
     def __init__(self, program: Program) -> None:
         environment.require(bcc=True)
@@ -120,18 +136,23 @@ class _CapturedStderr:
         self._tmp.close()
 
 
-_cache: dict[Program, Compiled] = {}
+_cache: dict[Program, Any] = {}
 _in_use: set[Program] = set()
 compile_count = 0
 """How many bcc compiles this process ran (the benchmark and tests read it)."""
 
 
-def compiled(program: Program) -> Compiled:
-    """The compiled program, compiled on first use in this process."""
+def compiled(program: Program) -> Any:
+    """The loaded program (Compiled by bcc, or an ELF object loaded by libbpf), loaded on
+    first use in this process."""
     global compile_count
     if program not in _cache:
-        compile_count += 1
-        _cache[program] = Compiled(program)
+        if program.kind == "elf":
+            from .elf import ElfProgram
+            _cache[program] = ElfProgram(program)
+        else:
+            compile_count += 1
+            _cache[program] = Compiled(program)
     return _cache[program]
 
 

@@ -15,7 +15,10 @@ Markers:
   l2fwd_at("ns/if")            where l2fwd is attached
   expect_drops                 the test is about vanishing frames: no preflight check
 Options:
-  --lab-forwarder PATH         the C source of the forwarder under test (default bpf/l2fwd.c)
+  --lab-forwarders KINDS       the l2fwd variants every l2fwd test runs against: bcc (bpf/l2fwd.c,
+                               compiled by bcc), elf (bpf/l2fwd.bpf.o, built by clang, loaded by
+                               libbpf); default "bcc,elf"
+  --lab-forwarder PATH         your own forwarder instead: a bcc C source, or an ELF object (.o)
   --lab-debug                  build it with -DL2FWD_DEBUG: bpf_printk lines in failure reports
   --lab-artifacts DIR          where reports are kept (default .lab-artifacts), one folder per test
   --lab-keep failed|all        keep reports of failed tests (default) or of every test
@@ -31,7 +34,7 @@ import pytest
 
 from . import host, names, report, sweep, trace
 from .dataplane import Port
-from .forwarder import L2FWD, L2fwd, Program
+from .forwarder import L2FWD, L2fwd, Program, l2fwd_variant
 from .repro import l2fwd_on
 from .topology import SEED, Lab, Topology, build
 from .xdp import MODES
@@ -44,7 +47,9 @@ _frames = [0]       # frames sent by finished xdist workers
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xdplab", "XDP forwarder lab")
     group.addoption("--lab-forwarder", metavar="PATH", default=None,
-                    help="C source (bcc) of the forwarder under test; default bpf/l2fwd.c")
+                    help="your forwarder: a bcc C source or a clang-built ELF object (.o) with xdp_l2fwd")
+    group.addoption("--lab-forwarders", metavar="KINDS", default="bcc,elf",
+                    help="l2fwd variants to run every l2fwd test against: bcc, elf or bcc,elf (default)")
     group.addoption("--lab-debug", action="store_true",
                     help="build the forwarder with -DL2FWD_DEBUG; failure reports show its bpf_printk lines")
     group.addoption("--lab-artifacts", metavar="DIR", default=".lab-artifacts",
@@ -109,7 +114,21 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+def _kinds(config: pytest.Config) -> list[str]:
+    path = config.getoption("--lab-forwarder")
+    if path is not None:
+        return ["elf" if path.endswith(".o") else "bcc"]
+    kinds = [k.strip() for k in config.getoption("--lab-forwarders").split(",") if k.strip()]
+    bad = [k for k in kinds if k not in ("bcc", "elf")]
+    if bad or not kinds:
+        raise pytest.UsageError(f"choose forwarder variants {kinds}: unknown {bad}; use bcc, elf or bcc,elf")
+    return kinds
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "l2fwd_kind" in metafunc.fixturenames:
+        kinds = _kinds(metafunc.config)
+        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds)
     if "xdp_mode" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("xdp_modes")
         modes = list(marker.args) if marker else list(MODES)
@@ -137,19 +156,18 @@ def lab(lab_topology: Topology) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def l2fwd_program(request: pytest.FixtureRequest) -> Program:
-    """The forwarder program under test (--lab-forwarder, or bpf/l2fwd.c; --lab-debug adds
-    -DL2FWD_DEBUG)."""
+def l2fwd_program(request: pytest.FixtureRequest, l2fwd_kind: str) -> Program:
+    """The forwarder program under test: the l2fwd variant `l2fwd_kind` (bcc or elf), or
+    --lab-forwarder; --lab-debug builds in its bpf_printk lines."""
     path = request.config.getoption("--lab-forwarder")
-    program = L2FWD
-    if path is not None:
-        source = Path(path).resolve()
-        if not source.is_file():
-            raise pytest.UsageError(f"load forwarder {path}: no such file; give the path of a bcc C source")
-        program = Program(source, L2FWD.function)
-    if request.config.getoption("--lab-debug"):
-        program = program.with_flags("-DL2FWD_DEBUG")
-    return program
+    debug = request.config.getoption("--lab-debug")
+    if path is None:
+        return l2fwd_variant(l2fwd_kind, debug)
+    source = Path(path).resolve()
+    if not source.is_file():
+        raise pytest.UsageError(f"load forwarder {path}: no such file; give a bcc C source or an ELF object")
+    program = Program(source, L2FWD.function, kind=l2fwd_kind)
+    return program.with_flags("-DL2FWD_DEBUG") if debug and l2fwd_kind == "bcc" else program
 
 
 @pytest.fixture

@@ -100,7 +100,8 @@ def test_preflight_stops_a_native_redirect_into_a_bare_veth(lab, l2fwd):
     with pytest.raises(PreflightError) as e:
         lab.port("net1/veth1").send(seed_frame(lab))
     text = str(e.value)
-    assert text.startswith("preflight l2fwd.c in drv mode: frames would vanish: fwd/veth2 in drv mode: cannot "
+    assert text.startswith(f"preflight {l2fwd.program.source.name} in drv mode: frames would vanish: fwd/veth2 "
+                           "in drv mode: cannot "
                            "receive (XDP features [basic, redirect, rx-sg] lack ndo-xmit; its peer net2/veth3 "
                            "has no xdp and GRO off): attach an XDP program to net2/veth3 (xdp_pass), turn GRO on "
                            "there (ethtool -K veth3 gro on), or attach in skb mode"), text

@@ -14,7 +14,7 @@ from tests import subproc
 
 pytestmark = subproc.SESSIONS
 
-SCENARIO = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered[skb]"
+SCENARIO = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered[bcc-skb]"
 RELEASE = platform.release()
 
 

@@ -16,13 +16,13 @@ def run(tmp_path: Path, *args: str, target: str = "tests/failing/scenario_fails.
 
 
 def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
-    r = run(tmp_path, "-n", "2", "--lab-debug")
+    r = run(tmp_path, "-n", "2", "--lab-debug", "--lab-forwarders=bcc")
     out = r.stdout
     assert r.returncode == 1 and "2 failed" in out, out + r.stderr
     for section in ("lab counters", "lab xdp", "lab maps", "lab verdicts", "lab trace", "lab artifacts"):
         assert section in out, f"{section} missing from the report:\n{out}"
-    routed = tmp_path / "tests_failing_scenario_fails.py_test_fails_routed_skb"
-    unrouted = tmp_path / "tests_failing_scenario_fails.py_test_fails_unrouted_skb"
+    routed = tmp_path / "tests_failing_scenario_fails.py_test_fails_routed_bcc-skb"
+    unrouted = tmp_path / "tests_failing_scenario_fails.py_test_fails_unrouted_bcc-skb"
     assert sorted(p.name for p in routed.iterdir()) == [
         "counters.txt", "maps.txt", "net2_veth3.pcap", "trace.txt", "verdicts.txt", "xdp.txt"]
 
@@ -50,12 +50,12 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
 
 def test_nothing_is_kept_for_passing_tests_unless_asked(tmp_path):
     target = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered"
-    r = run(tmp_path / "default", target=target)
+    r = run(tmp_path / "default", "--lab-forwarders=bcc", target=target)
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout
     assert not (tmp_path / "default").exists()
-    r = run(tmp_path / "all", "--lab-keep=all", target=target)
+    r = run(tmp_path / "all", "--lab-keep=all", "--lab-forwarders=bcc", target=target)
     assert r.returncode == 0, r.stdout
     kept = sorted(p.name for p in (tmp_path / "all").iterdir())
-    assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_drv",
-                    "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_skb"]
+    assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_bcc-drv",
+                    "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_bcc-skb"]
     assert (tmp_path / "all" / kept[0] / "net1_veth1.pcap").stat().st_size == 24 + 10 * (16 + 42)
