@@ -208,6 +208,17 @@ def pin(fd: int, path: str) -> None:
     _bpf(BPF_OBJ_PIN, _PinAttr(ctypes.addressof(name), fd, 0))
 
 
+def test_run(prog_fd: int, frame: bytes) -> tuple[int, bytes]:
+    """Run an XDP program once on `frame` (BPF_PROG_TEST_RUN): its return value and the
+    frame as it left it. Nothing is transmitted, whatever it returns."""
+    data = ctypes.create_string_buffer(frame, len(frame))
+    out = ctypes.create_string_buffer(len(frame) + 512)     # room for a program that grows it
+    attr = _TestRunAttr(prog_fd=prog_fd, data_size_in=len(frame), data_in=ctypes.addressof(data),
+                        data_size_out=len(out), data_out=ctypes.addressof(out), repeat=1)
+    _bpf(BPF_PROG_TEST_RUN, attr)
+    return attr.retval, out.raw[:attr.data_size_out]
+
+
 def test_run_live(prog_fd: int, frame: bytes, repeat: int, batch_size: int = 64) -> None:
     """Run an XDP program on `repeat` live copies of `frame` (BPF_F_TEST_XDP_LIVE_FRAMES):
     what it redirects is really transmitted. The calling thread's namespace is the one whose

@@ -4,6 +4,8 @@
 sees what an interface *receives* (PACKET_IGNORE_OUTGOING), keeps every frame, counts its
 own kernel drops (PACKET_STATISTICS) and offers PTF-style checks: `expect`, `expect_none`,
 `expect_no_other`. A check that nothing arrived fails loudly if the capture itself dropped.
+Frames are kept as they arrived: the VLAN tag the kernel takes off before taps see a frame
+is put back from PACKET_AUXDATA.
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ ETH_HLEN = 14
 SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_IGNORE_OUTGOING = 23
+PACKET_AUXDATA = 8
+TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 1 << 4, 1 << 6
+AUX_SPACE = socket.CMSG_SPACE(20)       # struct tpacket_auxdata
 DEFAULT_TIMEOUT = 2.0        # how long to wait for frames that should arrive
 NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing arrives
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
@@ -80,6 +85,18 @@ def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
             f.write(raw)
 
 
+def _with_vlan_tag(raw: bytes, ancillary: list) -> bytes:
+    """The frame as it arrived: the kernel strips the outer VLAN tag before taps see a frame
+    and hands it over as PACKET_AUXDATA; put it back where it was."""
+    for level, kind, data in ancillary:
+        if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 20:
+            status, _len, _snap, _mac, _net, tci, tpid = struct.unpack_from("IIIHHHH", data)
+            if status & TP_STATUS_VLAN_VALID:
+                tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
+                return raw[:12] + struct.pack("!HH", tpid, tci) + raw[12:]
+    return raw
+
+
 class Port:
     """Send frames onto an interface from inside its namespace."""
 
@@ -127,6 +144,7 @@ class Capture:
         self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
             self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
             self.sock.bind((iface.name, ETH_P_ALL))
         except OSError as e:
@@ -144,12 +162,13 @@ class Capture:
         n = 0
         if timeout > 0:
             select.select([self.sock], [], [], timeout)
-        recv = self.sock.recv
+        recvmsg = self.sock.recvmsg
         while True:
             try:
-                raw = recv(65536)
+                raw, anc, _flags, _addr = recvmsg(65536, AUX_SPACE)
             except BlockingIOError:
                 break
+            raw = _with_vlan_tag(raw, anc)
             self.received.append(raw)
             self.times.append(time.time())
             self.pending.append(raw)

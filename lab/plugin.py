@@ -7,6 +7,8 @@ Fixtures (each makes one change and undoes it):
   l2fwd_peer     how the peers of the forwarder namespace's other interfaces (the redirect
                  targets' peers) are set up: "none", "pass" (xdp_pass in drv mode) or "gro";
                  default "pass" in drv mode, "none" in skb mode. Parametrize it to change it.
+  dut            the forwarder behind one interface, parametrized unit / live-skb / live-drv:
+                 dut.route(dst, outif, mac), dut.run(frame) -> Outcome(verdict, output, target)
   l2fwd          the l2fwd forwarder (compiled once per process) attached in xdp_mode to the
                  lab's forwarder interface (default fwd/veth0), with a preflight check before
                  every send: frames that would vanish fail the test at once, with the reason
@@ -33,6 +35,7 @@ from typing import Any
 import pytest
 
 from . import host, names, report, sweep, trace
+from .backends import LiveBackend, UnitBackend
 from .dataplane import Port
 from .forwarder import L2FWD, L2fwd, Program, l2fwd_variant
 from .repro import l2fwd_on
@@ -186,6 +189,21 @@ def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: s
         if request.node.get_closest_marker("expect_drops") is None:
             lab.checks.append(lambda: fwd.preflight(lab, xdp_mode))
         yield fwd
+
+
+@pytest.fixture(params=["unit", "live-skb", "live-drv"])
+def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[Any]:
+    """The forwarder under test behind one interface, three ways: `unit` (BPF_PROG_TEST_RUN,
+    no namespaces) or `live-skb`/`live-drv` (the seed lab, frames from net1). Scenarios
+    written against it run unchanged on each: dut.route(...), dut.run(frame) -> Outcome."""
+    if request.param == "unit":
+        with L2fwd(l2fwd_program) as fwd:
+            yield UnitBackend(fwd)
+        return
+    mode = request.param.split("-")[1]
+    built = request.getfixturevalue("lab")
+    with l2fwd_on(built, mode, "pass" if mode == "drv" else "none", l2fwd_program) as fwd:
+        yield LiveBackend(built, fwd, mode)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -13,9 +13,9 @@ IPv4 truncated at every length, bad IPv4 version/IHL, random bytes (all at least
 bytes: AF_PACKET refuses shorter frames on this kernel). 60 batches per mode; set
 XDPLAB_FUZZ_EXAMPLES for a longer run. For every batch:
   * forwarded = exactly the frames the model routes, with only the destination MAC changed;
-  * passed up fwd's stack = exactly all the others, as the tap on veth0 shows them: the
-    kernel strips the outer VLAN tag before taps see a frame (AF_PACKET gives it as
-    metadata), and silently frees a VLAN-tagged frame too short to untag (< 20 bytes);
+  * passed up fwd's stack = exactly all the others, as the tap on veth0 shows them (the
+    capture puts back the VLAN tag the kernel takes off), except VLAN-tagged frames too
+    short to untag (< 20 bytes): the kernel frees those before any tap, and no counter says so;
   * verdicts: redirect + pass = frames sent, malformed as the model says, nothing aborted;
   * counters: veth0 received every frame, veth2/veth3 carried exactly the forwarded ones,
     no drop or error counter moved.
@@ -54,8 +54,8 @@ VLAN_TYPES = (b"\x81\x00", b"\x88\xa8")
 
 def tap_view(frame: bytes) -> bytes | None:
     """A passed frame as a tap on the ingress veth sees it (None: the kernel dropped it)."""
-    if frame[12:14] in VLAN_TYPES:
-        return None if len(frame) < 20 else frame[:12] + frame[16:]
+    if frame[12:14] in VLAN_TYPES and len(frame) < 20:
+        return None
     return frame
 
 

@@ -50,3 +50,19 @@ def test_a_broken_forwarder_fails_the_forwarding_scenario(tmp_path, bug):
         assert "differs in Ether.dst: expected '00:00:11:22:33:44', received '02:00:00:00:01:01'" in out, out
     else:
         assert "RECEIVED: 0 frame(s) not matched" in out, out
+
+
+def test_the_differential_check_catches_a_forwarder_that_depends_on_where_it_runs(tmp_path):
+    """A variant that writes the ingress ifindex into the rewritten MAC behaves differently
+    under BPF_PROG_TEST_RUN (ingress: the loopback device) and live (veth0): the differential
+    scenario must say so, frame by frame."""
+    line = "    __builtin_memcpy(eth->h_dest, f->dst_mac, ETH_ALEN);\n"
+    assert SOURCE.count(line) == 1
+    src = tmp_path / "l2fwd-ifindex.c"
+    src.write_text(SOURCE.replace(line, line + "    eth->h_dest[5] = ctx->ingress_ifindex;\n"))
+    r = run("-m", "pytest", "-q", "--no-header", "-x", f"--lab-forwarder={src}",
+            "scenarios/test_differential.py")
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "CompileError" not in out
+    assert "frames differ:" in out and "unit redirect to 3" in out and "live redirect to 3" in out, out

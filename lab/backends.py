@@ -1,0 +1,144 @@
+"""Two ways to run the same frames through a forwarder, with one answer per frame.
+
+    live   the frame is sent from net1 into the lab's topology; what the forwarder decided
+           is read from its verdict counters, the frame it left from where it shows up: on
+           the peer of an egress interface (redirect), on the ingress tap (pass), on net1
+           (tx), nowhere (drop, aborted).
+    unit   BPF_PROG_TEST_RUN runs the program on the frame: no namespace, no attach, the
+           kernel's own verdict and output bytes; nothing is transmitted.
+
+Both report an `Outcome`: the verdict, the output frame, and for a redirect the target,
+as the ifindex the program chose (txport_map's keys are egress ifindexes). The program
+records the key of each redirect it asks for in its `redirect_key` map; BPF_PROG_TEST_RUN
+itself does not say where a redirect would have gone, and this kernel has neither
+kprobes nor fentry to watch the helper.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from . import bpfsys
+from .dataplane import Capture, Port
+from .errors import LabError
+from .forwarder import VERDICTS, L2fwd
+from .packets import udp_frame
+
+ACTIONS = VERDICTS[:5]          # XDP action numbers 0..4
+MARKER_DST = "192.168.1.1"      # the forwarder namespace's own address: never routed, always passed
+
+
+@dataclass(frozen=True)
+class Outcome:
+    verdict: str                # aborted, drop, pass, tx, redirect
+    output: bytes | None        # the frame as the program left it; None when dropped
+    target: int | None = None   # redirect: the ifindex (txport_map key) or xsk queue chosen
+
+    def __str__(self) -> str:
+        where = f" to {self.target}" if self.target is not None else ""
+        return f"{self.verdict}{where}, {len(self.output) if self.output is not None else 0} bytes out"
+
+
+def _redirect_target(fwd: L2fwd) -> int | None:
+    """The key the program recorded for its last redirect (None if it recorded none)."""
+    if "redirect_key" not in fwd.maps:
+        return None
+    for slot in (0, 1):
+        for v in fwd.map("redirect_key").lookup_percpu(slot.to_bytes(4, "little")) or []:
+            key = int.from_bytes(v, "little")
+            if key:
+                return key - 1
+    return None
+
+
+def _reset_redirect_target(fwd: L2fwd) -> None:
+    if "redirect_key" in fwd.maps:
+        fwd.map("redirect_key").clear()
+
+
+class UnitBackend:
+    """The forwarder run by BPF_PROG_TEST_RUN (not attached anywhere)."""
+    name = "unit"
+
+    def __init__(self, fwd: L2fwd) -> None:
+        self.fwd = fwd
+
+    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
+        """l2fwd_map[dst] = {outif, mac}; with txport, txport_map[outif] too. In the unit
+        backend the devmap entry points at this namespace's loopback device (a devmap only
+        holds existing devices; nothing is sent to it)."""
+        if txport:
+            self.fwd.map("txport_map").update(outif.to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        self.fwd.set_l2fwd(dst, outif, mac)
+
+    def run(self, frame: Any) -> Outcome:
+        _reset_redirect_target(self.fwd)
+        retval, out = bpfsys.test_run(self.fwd.compiled.fd, bytes(frame))
+        verdict = ACTIONS[retval] if retval < len(ACTIONS) else f"action {retval}"
+        if verdict in ("drop", "aborted"):
+            return Outcome(verdict, None)
+        return Outcome(verdict, out, _redirect_target(self.fwd) if verdict == "redirect" else None)
+
+
+class LiveBackend:
+    """The forwarder attached in the lab, frames sent from net1/veth1."""
+
+    def __init__(self, lab: Any, fwd: L2fwd, mode: str) -> None:
+        self.lab, self.fwd, self.mode = lab, fwd, mode
+        self.name = f"live-{mode}"
+        ingress = fwd.attachments[0].iface
+        self.port = lab.port(lab.peer(ingress.key).key)
+        self.tap = lab.capture(ingress.key)
+        self.back = lab.capture(lab.peer(ingress.key).key)       # XDP_TX comes back here
+        self.egress = {i.ifindex: lab.capture(lab.peer(i.key).key)
+                       for i in lab.interfaces.values() if i.ns is ingress.ns and i is not ingress}
+        self.marker = bytes(udp_frame(eth_src=lab.peer(ingress.key).mac, eth_dst=ingress.mac,
+                                      ip_src="192.168.1.2", ip_dst=MARKER_DST, payload=b"xdplab-marker"))
+
+    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
+        via = next((i for i in self.lab.interfaces.values() if i.ns is self.fwd.attachments[0].iface.ns
+                    and i.ifindex == outif), None)
+        if via is None:
+            raise LabError(f"route {dst} to ifindex {outif}", "no interface of the forwarder's namespace has it",
+                           f"use one of {[i.ifindex for i in self.egress]}")
+        if txport:
+            self.fwd.set_txport(via)
+        self.fwd.set_l2fwd(dst, via, mac)
+
+    def run(self, frame: Any) -> Outcome:
+        """Send `frame`, then a marker that the forwarder passes: frames leave each queue in
+        order, so once the marker is on the tap, `frame` has been decided and delivered."""
+        raw = bytes(frame)
+        before = self.fwd.verdicts()
+        for c in (self.tap, self.back, *self.egress.values()):
+            c.poll()
+            c.pending.clear()
+        self.port.send(raw)
+        self.port.send(self.marker)
+        deadline = time.monotonic() + 5
+        while self.marker not in self.tap.pending:
+            if time.monotonic() > deadline:
+                raise LabError(f"run a frame through {self.name}", "the marker frame never reached the ingress tap",
+                               "is the forwarder passing 192.168.1.1? see the failure report")
+            self.tap.poll(0.01)
+        for c in (self.back, *self.egress.values()):
+            c.poll()
+        delta = {k: v - before[k] for k, v in self.fwd.verdicts().items()}
+        delta["pass"] -= 1                                           # the marker
+        decided = [k for k in ACTIONS if delta[k]]
+        if len(decided) != 1 or delta[decided[0]] != 1:
+            raise LabError(f"run a frame through {self.name}", f"verdict counters moved by {delta}",
+                           "another sender is using the lab's interfaces?")
+        verdict = decided[0]
+        if verdict == "redirect":
+            for ifindex, cap in self.egress.items():
+                if cap.pending:
+                    return Outcome(verdict, cap.pending.pop(0), ifindex)
+            return Outcome(verdict, None, None)                      # redirected, and lost
+        if verdict == "pass":
+            seen = [f for f in self.tap.pending if f != self.marker]
+            return Outcome(verdict, seen[0] if seen else None)        # None: freed before any tap
+        if verdict == "tx":
+            return Outcome(verdict, self.back.pending[0] if self.back.pending else None)
+        return Outcome(verdict, None)
