@@ -62,6 +62,8 @@ class End:
     mac: str | None = None
     ip: str | None = None          # "192.168.1.1/24"
     mtu: int = 1500
+    rx_queues: int = 1
+    tx_queues: int = 1
 
     @property
     def key(self) -> str:
@@ -88,6 +90,9 @@ class End:
                 raise TopologyError(f"parse IPv4 address of {self.key} {self.ip!r}",
                                     "not an IPv4 address with a prefix length",
                                     "write it as 192.168.1.1/24") from None
+        if not (1 <= self.rx_queues <= 64 and 1 <= self.tx_queues <= 64):
+            raise TopologyError(f"set queues of {self.key}", f"{self.rx_queues} rx, {self.tx_queues} tx: "
+                                "each must be 1..64", "use 1 (the default) or a few")
         if not 68 <= self.mtu <= 65535:
             raise TopologyError(f"set MTU of {self.key}", f"{self.mtu} is outside 68..65535",
                                 "use an MTU the kernel accepts (1500 for Ethernet)")
@@ -329,7 +334,9 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
             action = f"create veth {v.a.key} -- {v.b.key}"
             try:
                 a_ns.ipr.link("add", ifname=v.a.name, kind="veth", address=v.a.resolved_mac(), mtu=v.a.mtu,
+                              num_rx_queues=v.a.rx_queues, num_tx_queues=v.a.tx_queues,
                               peer={"ifname": v.b.name, "address": v.b.resolved_mac(), "mtu": v.b.mtu,
+                                    "num_rx_queues": v.b.rx_queues, "num_tx_queues": v.b.tx_queues,
                                     "net_ns_fd": b_ns.fd})
             except NetlinkError as e:
                 raise LinkError(action, e.args[1] if len(e.args) > 1 else str(e),

@@ -1,0 +1,139 @@
+"""The AF_XDP path of l2fwd: qidconf_map switches a queue to xsks_map.
+
+      net1                           fwd                                     net2
+  ┌────────────┐   ┌──────────────────────────────────────────────┐   ┌────────────────┐
+  │ veth1  ────┼───┼─ veth0 [l2fwd: skb|drv]              veth2 ──┼───┼─ veth3         │
+  │ (1 tx q)   │   │  rx queues 0,1                                │   │ (capture)      │
+  └────────────┘   │   queue 0 ──qidconf_map[0]=1──► xsks_map[0]   │   └────────────────┘
+                   │                                  └► AF_XDP socket (copy mode,    │
+                   │                                     UMEM + fill + RX rings)       │
+                   └──────────────────────────────────────────────┘
+  l2fwd_map: 192.168.0.1 -> veth2 (what the frames would take without AF_XDP)
+
+veth1 has one tx queue, so every frame arrives on veth0's rx queue 0; veth0 has a second
+rx queue so that a socket can be bound to the wrong one. Checked on Linux 6.18: frames
+redirected to a socket bound to another queue vanish (the socket refuses them); in skb
+mode no counter at all says so, in drv mode veth0's rx_dropped and rx_queue_0_drops do.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from lab.afxdp import XskSocket
+from lab.repro import ROUTED, SEED_MAC, seed_frame
+from lab.topology import SEED, Topology, Veth
+
+N = 64
+TWO_QUEUES = Topology((Veth(SEED.veths[0].a, replace(SEED.veths[0].b, rx_queues=2)), SEED.veths[1]),
+                      name="seed-two-queues")
+
+
+@pytest.fixture
+def lab_topology():
+    return TWO_QUEUES
+
+
+@pytest.fixture
+def routed(lab, l2fwd):
+    l2fwd.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
+    return l2fwd
+
+
+def open_xsk(lab, queue):
+    xsk = XskSocket(lab.iface("fwd/veth0"), queue)
+    lab.on_close(f"close AF_XDP socket on queue {queue}", xsk.close)
+    return xsk
+
+
+def steer(fwd, queue, xsk=None, enabled=True):
+    """qidconf_map[queue] = enabled; xsks_map[queue] = the socket (if any)."""
+    if xsk is not None:
+        fwd.map("xsks_map").update(queue.to_bytes(4, "little"), xsk.fd.to_bytes(4, "little"))
+    fwd.map("qidconf_map").update(queue.to_bytes(4, "little"), int(enabled).to_bytes(4, "little"))
+
+
+def ingress_only(mode, n, length, **extra):
+    b = n * (length - 14 if mode == "drv" else length)
+    c = {"net1/veth1": {"tx_packets": n, "tx_bytes": b}, "fwd/veth0": {"rx_packets": n, "rx_bytes": b, **extra}}
+    if mode == "drv":
+        c["fwd/veth0"].update(rx_queue_0_xdp_packets=n, rx_queue_0_xdp_bytes=b)
+    return c
+
+
+def test_frames_reach_the_socket_intact_and_switching_the_queue_off_forwards_again(lab, routed, xdp_mode):
+    xsk = open_xsk(lab, 0)
+    steer(routed, 0, xsk)
+    frame = bytes(seed_frame(lab))
+    egress = lab.capture("net2/veth3")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+    got = xsk.receive(N)
+    assert got == [frame] * N, "every frame reaches the socket byte for byte (the MAC rewrite is not on this path)"
+    egress.expect_none()
+    assert routed.verdicts()["redirect"] == N
+    assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0)
+    redirected = {"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {}
+    d = before.again() - before
+    assert d.mismatches(ingress_only(xdp_mode, N, len(frame), **redirected)) == [], d.table()
+
+    steer(routed, 0, enabled=False)
+    lab.port("net1/veth1").send(frame, count=N)
+    egress.expect(bytes.fromhex(SEED_MAC.replace(":", "")) + frame[6:], count=N)
+    assert xsk.receive(1, timeout=0.2) == [], "with the queue off, nothing more reaches the socket"
+    assert routed.verdicts()["redirect"] == 2 * N
+
+
+@pytest.mark.expect_drops
+def test_a_socket_bound_to_another_queue_gets_nothing(lab, routed, xdp_mode):
+    """The socket is bound to queue 1 but sits in xsks_map[0], where queue 0's frames go:
+    the program redirects them (verdict redirect), the kernel refuses them for the socket."""
+    xsk = open_xsk(lab, 1)
+    steer(routed, 0, xsk)
+    frame = bytes(seed_frame(lab))
+    egress = lab.capture("net2/veth3")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+    assert xsk.receive(N, timeout=0.3) == []
+    egress.expect_none()
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
+    assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0), "the socket never saw them"
+    drops = {"rx_dropped": N, "rx_queue_0_drops": N} if xdp_mode == "drv" else {}
+    d = before.again() - before
+    assert d.mismatches(ingress_only(xdp_mode, N, len(frame), **drops)) == [], d.table()
+
+
+def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_mode):
+    """qidconf_map[0] = 1, xsks_map[0] empty: bpf_redirect_map returns its flags, XDP_PASS;
+    the frames go up fwd's stack (the tap on veth0 sees them), not to net2 though routed."""
+    steer(routed, 0)
+    frame = bytes(seed_frame(lab))
+    egress, tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
+    before = lab.snapshot()
+
+    lab.port("net1/veth1").send(frame, count=N)
+    tap.expect(frame, count=N)
+    egress.expect_none()
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
+    d = before.again() - before
+    assert d.mismatches(ingress_only(xdp_mode, N, len(frame))) == [], d.table()
+
+
+def test_closing_the_socket_releases_it(lab, routed):
+    """Closed, the socket leaves xsks_map (the kernel removes it): queue 0's frames find no
+    socket and are passed, and its rings and UMEM are unmapped."""
+    xsk = open_xsk(lab, 0)
+    steer(routed, 0, xsk)
+    frame = bytes(seed_frame(lab))
+    lab.port("net1/veth1").send(frame)
+    assert xsk.receive(1) == [frame]
+    xsk.close()
+    assert xsk.sock.fileno() == -1 and xsk.umem is None and xsk.rx is None and xsk.fill is None
+    tap = lab.capture("fwd/veth0")
+    lab.port("net1/veth1").send(frame, count=N)
+    tap.expect(frame, count=N)
+    assert routed.verdicts()["pass"] == N, "no socket in xsks_map[0] any more: bpf_redirect_map passes"
+    xsk.close()     # idempotent
