@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import os
+import select
 import sys
 import textwrap
+from typing import Any
 
 from .errors import LabError
 
@@ -36,15 +39,191 @@ def _repro(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(msg: str) -> None:
+    print(f"  {msg}", file=sys.stderr, flush=True)
+
+
+def _up(args: argparse.Namespace) -> int:
+    from . import uplab
+    state = uplab.up(args.file, args.name, _progress)
+    print(f"lab {state['name']} is up: " + ", ".join(f"{k}={v}" for k, v in state["namespaces"].items()))
+    print("next: python -m lab status | send | capture | dump | trace | exec NS -- CMD | down")
+    return 0
+
+
+def _down(args: argparse.Namespace) -> int:
+    from . import uplab
+    print(f"lab {uplab.down(args.lab, _progress)} is down")
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from . import uplab
+    print(uplab.status_text(uplab.find(args.lab)))
+    return 0
+
+
+def _dump(args: argparse.Namespace) -> int:
+    import json
+
+    from . import uplab
+    state = uplab.find(args.lab)
+    if not state["forwarder"]:
+        raise LabError(f"dump the maps of lab {state['name']}", "it has no forwarder", "add a [forwarder] to its file")
+    maps = uplab.maps_of(state)
+    try:
+        if args.map and args.map not in maps:
+            raise LabError(f"dump map {args.map}", "the forwarder has no such map", f"use one of {', '.join(maps)}")
+        chosen = {k: v for k, v in maps.items() if args.map in (None, k)}
+        if args.json:
+            print(json.dumps(uplab.dump_json(chosen), indent=2, default=lambda b: b.hex(":")))
+        else:
+            print("\n\n".join(m.dump() for m in chosen.values()))
+    finally:
+        uplab.close_maps(maps)
+    return 0
+
+
+def _trace(args: argparse.Namespace) -> int:
+    import time
+
+    from . import uplab
+    from .trace import TRACEFS
+    state = uplab.find(args.lab)
+    tag = (state["forwarder"] or {}).get("trace_tag")
+    if tag is None:
+        raise LabError(f"trace lab {state['name']}", "its forwarder was built without bpf_printk lines",
+                       "set debug = true under [forwarder] in its file, then down and up")
+    marker = f"l2fwd[{tag}] "
+    print(f"bpf_printk lines of lab {state['name']} (Ctrl-C to stop):", file=sys.stderr, flush=True)
+    seen, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
+    fd = os.open(os.path.join(TRACEFS, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
+    buf = b""
+    try:
+        while args.count is None or seen < args.count:
+            if deadline and time.monotonic() > deadline:
+                break
+            select.select([fd], [], [], 0.2)
+            try:
+                buf += os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                text = line.decode(errors="replace")
+                if marker in text and (args.count is None or seen < args.count):
+                    print(text.strip(), flush=True)
+                    seen += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        os.close(fd)
+    return 0
+
+
+def _lab_iface(state: dict, key: str) -> "Any":
+    from . import uplab
+    lab = uplab.attach(state)
+    try:
+        return lab, lab.iface(key)
+    except LabError:
+        lab.close()
+        raise
+
+
+def _send(args: argparse.Namespace) -> int:
+    from . import uplab
+    from .dataplane import Port
+    from .packets import arp_request, ipv6_udp_frame, udp_frame
+    lab, iface = _lab_iface(uplab.find(args.lab), args.src)
+    try:
+        peer = lab.peer(iface.key)
+        if args.kind == "udp":
+            if not args.to:
+                raise LabError("send udp frames", "no destination", "give --to 192.168.0.1")
+            frame = udp_frame(eth_src=iface.mac, eth_dst=peer.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=args.to,
+                              dport=args.port)
+        elif args.kind == "arp":
+            frame = arp_request(eth_src=iface.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=args.to or peer.ip)
+        else:
+            frame = ipv6_udp_frame(eth_src=iface.mac, eth_dst=peer.mac)
+        port = Port(iface)
+        try:
+            done = 0
+            while done < args.count:
+                n = min(args.count - done, 100_000)
+                port.send(frame, count=n)
+                done += n
+                if args.count > 100_000:
+                    _progress(f"sent {done} of {args.count}")
+        finally:
+            port.close()
+        print(f"sent {args.count} {args.kind} frame(s) of {len(bytes(frame))} bytes from {iface.key} "
+              f"({frame.summary()})")
+    finally:
+        lab.close()
+    return 0
+
+
+def _capture(args: argparse.Namespace) -> int:
+    import time
+
+    from . import uplab
+    from .dataplane import Capture
+    from .packets import summary
+    lab, iface = _lab_iface(uplab.find(args.lab), args.iface)
+    cap = Capture(iface)
+    print(f"capturing what {iface.key} receives (Ctrl-C to stop)...", file=sys.stderr, flush=True)
+    shown, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while args.count is None or len(cap.received) < args.count:
+            if deadline and time.monotonic() > deadline:
+                break
+            cap.poll(0.1)
+            for raw in cap.received[shown:]:
+                if not args.pcap:
+                    print(f"{summary(raw)}, {len(raw)} bytes", flush=True)
+            shown = len(cap.received)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if args.pcap:
+            cap.write_pcap(args.pcap)
+        print(f"{len(cap.received)} frame(s) received, {cap.drops} dropped by the capture"
+              + (f", written to {args.pcap}" if args.pcap else ""), file=sys.stderr)
+        cap.close()
+        lab.close()
+    return 0
+
+
+def _exec(args: argparse.Namespace) -> int:
+    from . import uplab
+    state = uplab.find(args.lab)
+    full = state["namespaces"].get(args.ns)
+    if full is None:
+        raise LabError(f"run a command in namespace {args.ns}", f"lab {state['name']} has no such namespace",
+                       f"use one of {', '.join(state['namespaces'])}")
+    cmd = args.cmd
+    if not cmd:
+        raise LabError(f"run a command in namespace {args.ns}", "no command", "write: exec fwd -- ip -s link")
+    os.execvp("ip", ["ip", "netns", "exec", full, *cmd])     # a list, never a shell
+    return 127
+
+
 def _clean(args: argparse.Namespace) -> int:
-    from . import sweep
+    from . import sweep, uplab
     found = sweep.leftovers()
     removed = sweep.sweep(include_live=args.force)
     for r in removed:
-        print(f"removed {r.netns} (owner pid {r.pid}, {'running' if r.alive else 'gone'})")
+        who = r.owner or f"owner pid {r.pid}, {'running' if r.alive else 'gone'}"
+        print(f"removed {r.netns} ({who})")
+    if args.force:
+        for name in uplab.running():
+            uplab.state_path(name).unlink()
     kept = [f for f in found if f.alive and not args.force]
     for k in kept:
-        print(f"kept {k.netns}: its owner pid {k.pid} is still running (--force removes it)")
+        why = f"lab {k.owner[3:]} is up (`python -m lab down`)" if k.owner else f"its owner pid {k.pid} is still running"
+        print(f"kept {k.netns}: {why}; --force removes it")
     if not found:
         print("nothing to clean: no namespace recorded by the lab")
     return 0
@@ -69,10 +248,60 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("clean", help="remove what lab processes left behind",
                        description="Remove the namespaces (with their veths, XDP attachments and sysfs mounts) "
                                    "that the lab recorded and whose owning process is gone. Namespaces the lab "
-                                   "did not record are never touched.",
+                                   "did not record are never touched; labs that are up stay up.",
                        epilog="example: python -m lab clean")
-    p.add_argument("--force", action="store_true", help="also remove those of lab processes that still run")
+    p.add_argument("--force", action="store_true", help="also remove those of running processes and labs that are up")
     p.set_defaults(func=_clean)
+    lab_arg = {"help": "the lab (default: the only one up)", "default": None}
+    p = sub.add_parser("up", help="build a lab from a TOML file and leave it running",
+                       description="Build the namespaces, veths and forwarder of a lab file, program its maps, "
+                                   "and leave it all running for the other commands.",
+                       epilog="example: python -m lab up topologies/seed.toml")
+    p.add_argument("file", nargs="?", default="topologies/seed.toml", help="lab file (default topologies/seed.toml)")
+    p.add_argument("--name", help="the lab's name (default: the file's name = ...)")
+    p.set_defaults(func=_up)
+    p = sub.add_parser("down", help="take a lab down", epilog="example: python -m lab down")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_down)
+    p = sub.add_parser("status", help="namespaces, links, addresses, XDP and counters of a lab",
+                       epilog="example: python -m lab status")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_status)
+    p = sub.add_parser("dump", help="the forwarder's maps, raw and decoded (as bpftool map dump)",
+                       epilog="example: python -m lab dump l2fwd_map --json")
+    p.add_argument("map", nargs="?", help="one map (default: all)")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_dump)
+    p = sub.add_parser("trace", help="the forwarder's bpf_printk lines, live, until Ctrl-C",
+                       epilog="example: python -m lab trace")
+    p.add_argument("--count", type=int, help="stop after this many lines")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_trace)
+    p = sub.add_parser("send", help="send frames from an interface of the lab",
+                       epilog="example: python -m lab send net1/veth1 --to 192.168.0.1 --count 1000")
+    p.add_argument("src", metavar="NS/IF", help="the interface to send from, e.g. net1/veth1")
+    p.add_argument("--to", help="destination IPv4 address (udp, arp)")
+    p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
+    p.add_argument("--port", type=int, default=5678, help="UDP destination port")
+    p.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_send)
+    p = sub.add_parser("capture", help="show or save what an interface of the lab receives",
+                       epilog="example: python -m lab capture net2/veth3 --count 10 --pcap out.pcap")
+    p.add_argument("iface", metavar="NS/IF", help="the interface, e.g. net2/veth3")
+    p.add_argument("--count", type=int, help="stop after this many frames")
+    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--pcap", help="write the frames to this pcap file instead of showing them")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_capture)
+    p = sub.add_parser("exec", help="run a command inside a namespace of the lab",
+                       epilog="example: python -m lab exec net1 -- ping -c 1 192.168.1.1")
+    p.add_argument("ns", help="the namespace's short name, e.g. fwd")
+    p.add_argument("cmd", nargs="*", help="-- then the command (everything after -- is the command)")
+    p.add_argument("--lab", **lab_arg)
+    p.set_defaults(func=_exec)
     p = sub.add_parser("bench", help="measure the lab's overhead and the forwarder's Mpps",
                        description="Measure, on this machine: lab set-up against an ip/bpftool script, bcc "
                                    "compile and attach times, injection and capture rates against scapy, the "
@@ -83,7 +312,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot Mpps per mode and frame size")
     p.set_defaults(func=_bench)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] = []
+    if "--" in argv:                       # exec NS [--lab X] -- CMD ...: the command is all after --
+        i = argv.index("--")
+        argv, rest = argv[:i], argv[i + 1:]
     args = parser.parse_args(argv)
+    if rest:
+        if args.command != "exec":
+            parser.error("only exec takes a command after --")
+        args.cmd = rest
     try:
         return args.func(args)
     except LabError as e:

@@ -60,8 +60,23 @@ class NameFactory:
         self.worker = worker or os.environ.get("PYTEST_XDIST_WORKER", "main")
         self._seq = itertools.count()
 
+    owner: str | None = None      # None: this process owns what it makes (swept when it dies)
+
     def netns(self, name: str) -> str:
         return f"{PREFIX}-{self.run}-{self.worker}-{next(self._seq)}-{check_nsname(name)}"
+
+
+class UpNames(NameFactory):
+    """Names of a lab that `python -m lab up` leaves running: "xdplab-up-<lab>-<ns>", owned by
+    the lab (not by the short-lived process that built it) until `python -m lab down`."""
+
+    def __init__(self, lab: str) -> None:
+        super().__init__(run="up", worker=lab)
+        self.lab = check_nsname(lab)
+        self.owner = f"up:{self.lab}"
+
+    def netns(self, name: str) -> str:
+        return f"{PREFIX}-up-{self.lab}-{check_nsname(name)}"
 
 
 _default: NameFactory | None = None

@@ -74,16 +74,16 @@ def _ensure_run_dir() -> None:
 class Netns:
     """A named network namespace at /run/netns/<name>, visible to `ip netns`."""
 
-    def __init__(self, name: str, path: str) -> None:
-        self.name, self.path = name, path
+    def __init__(self, name: str, path: str, owned: bool = True) -> None:
+        self.name, self.path, self.owned = name, path, owned
         self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._ipr: IPRoute | None = None
         self._sysfs: str | None = None
 
     # life cycle -----------------------------------------------------------------------
     @classmethod
-    def create(cls, name: str) -> "Netns":
-        """Create the namespace `name`; it must not exist yet."""
+    def create(cls, name: str, owner: str | None = None) -> "Netns":
+        """Create the namespace `name`; it must not exist yet. `owner` as for sweep.record."""
         from . import environment, sweep
         environment.require()
         action = f"create network namespace {name}"
@@ -96,7 +96,7 @@ class Netns:
                 raise NetnsError(action, f"{path} already exists",
                                  "remove it with `ip netns delete` or `python -m lab clean`, or pick another name",
                                  errno=errno.EEXIST) from None
-            sweep.record(name)   # before it exists: a crash from here on leaves a recorded namespace
+            sweep.record(name, owner)   # before it exists: a crash from here on leaves a recorded namespace
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 _check(_libc.unshare(CLONE_NEWNET), action)
@@ -124,15 +124,26 @@ class Netns:
 
     @classmethod
     def open(cls, name: str) -> "Netns":
-        """A handle on an existing namespace (not created by this handle; close() removes it)."""
+        """A handle on an existing namespace; close() releases the handle and leaves the
+        namespace (use remove() to delete it)."""
         path = os.path.join(NETNS_RUN_DIR, name)
         if not os.path.exists(path):
             raise NetnsError(f"open network namespace {name}", f"{path} does not exist",
-                             "check `ip netns list`")
-        return cls(name, path)
+                             "check `ip netns list`; is the lab up?")
+        return cls(name, path, owned=False)
+
+    def remove(self) -> None:
+        """Delete the namespace, whoever created it."""
+        self.owned = True
+        self.close()
+
+    def release(self) -> None:
+        """Let go of this handle (netlink socket, sysfs view, fd) and leave the namespace."""
+        self.owned = False
+        self.close()
 
     def close(self) -> None:
-        """Remove the namespace: its sysfs view, the netlink handle, the bind mount. Idempotent."""
+        """Release the handle; if this handle owns the namespace, delete it too. Idempotent."""
         if self._fd is None:
             return
         if self._ipr is not None:
@@ -145,6 +156,8 @@ class Netns:
             self._sysfs = None
         os.close(self._fd)
         self._fd = None
+        if not self.owned:
+            return
         if _libc.umount2(self.path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
             err = ctypes.get_errno()
             raise NetnsError(f"delete network namespace {self.name}", os.strerror(err),

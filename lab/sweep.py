@@ -28,12 +28,13 @@ def _starttime(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])     # field 22: start time in clock ticks
 
 
-def record(nsname: str) -> None:
-    """Record this process as the owner of namespace `nsname` (before creating it)."""
+def record(nsname: str, owner: str | None = None) -> None:
+    """Record the owner of namespace `nsname` (before creating it): this process, or a lab
+    left running by `python -m lab up` ("up:<lab>"), which no sweep removes but --force."""
     os.makedirs(OWNERS_DIR, exist_ok=True)
     pid = os.getpid()
     with open(os.path.join(OWNERS_DIR, nsname), "w") as f:
-        f.write(f"{pid} {_starttime(pid)}\n")
+        f.write(f"{owner} 0\n" if owner else f"{pid} {_starttime(pid)}\n")
 
 
 def forget(nsname: str) -> None:
@@ -46,6 +47,7 @@ class Leftover:
     netns: str
     pid: int
     alive: bool
+    owner: str = ""         # "up:<lab>" for a lab left running on purpose
 
 
 def leftovers() -> list[Leftover]:
@@ -61,6 +63,9 @@ def leftovers() -> list[Leftover]:
                 pid_s, start_s = f.read().split()
         except (OSError, ValueError):
             out.append(Leftover(name, 0, False))
+            continue
+        if pid_s.startswith("up:"):
+            out.append(Leftover(name, 0, True, pid_s))
             continue
         pid = int(pid_s)
         out.append(Leftover(name, pid, str(_starttime(pid)) == start_s))

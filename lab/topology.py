@@ -326,7 +326,7 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
     lab = Lab(topology)
     try:
         for short in topology.all_namespaces:
-            ns = Netns.create(names.netns(short))
+            ns = Netns.create(names.netns(short), names.owner)
             lab.namespaces[short] = ns
             lab.on_close(f"delete namespace {ns.name}", ns.close)
         for v in topology.veths:
