@@ -2,12 +2,13 @@
 # Debian packages, kernel headers for bcc, bpffs/tracefs mounts, .venv) and is a quick no-op
 # once everything is there.
 PY := .venv/bin/python
-PYTEST := $(PY) -m pytest -n auto
+PYTEST_ARGS ?=
+PYTEST := $(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 BPF_CFLAGS := -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -Wall
 BPF_OBJECTS := bpf/l2fwd.bpf.o bpf/l2fwd.debug.bpf.o
 
-.PHONY: setup bpf scenarios test clean-venv
+.PHONY: setup bpf scenarios test kernels kernels-ci clean-venv
 
 setup:
 	@scripts/bootstrap.sh
@@ -26,6 +27,14 @@ scenarios: setup          ## the main job: every scenario against the real kerne
 
 test: setup               ## everything: tests of lab/ itself and the scenarios
 	$(PYTEST) tests/ scenarios/
+
+kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 6.1 and 6.12
+	@scripts/bootstrap-kernels.sh 6.1 6.12
+	$(PY) -m lab kernels --kernel 6.1 --kernel 6.12
+
+kernels-ci: setup         ## CI's share of the matrix: the drop scenarios on 6.1
+	@scripts/bootstrap-kernels.sh 6.1
+	$(PY) -m lab kernels --kernel 6.1 --no-host -- scenarios/test_drops.py --lab-forwarders=bcc
 
 clean-venv:
 	rm -rf .venv

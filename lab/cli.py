@@ -229,6 +229,11 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _kernels(args: argparse.Namespace) -> int:
+    from . import kernels
+    return kernels.main(args.kernel or ["6.1", "6.12"], args.scenarios, not args.no_host, args.kvm)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from . import bench
     return bench.main(args.quick, args.json, args.plot)
@@ -302,6 +307,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("cmd", nargs="*", help="-- then the command (everything after -- is the command)")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_exec)
+    p = sub.add_parser("kernels", help="run the scenarios on the host kernel and in VMs on Debian's kernels",
+                       description="Boot one virtme-ng VM per kernel over this root file system, run the scenarios "
+                                   "inside, and print scenario x kernel with the counters the drop scenarios saw.",
+                       epilog="example: python -m lab kernels --kernel 6.1 --no-host -- scenarios/test_drops.py "
+                              "--lab-forwarders=bcc")
+    p.add_argument("scenarios", nargs="*", default=["scenarios/"],
+                   help="pytest arguments, after -- when they start with - (default scenarios/)")
+    p.add_argument("--kernel", action="append", help="6.1, 6.12 or an installed version (repeat; default both)")
+    p.add_argument("--no-host", action="store_true", help="skip the host kernel")
+    p.add_argument("--kvm", choices=("auto", "on", "off"), default="auto", help="use KVM (auto: where it boots)")
+    p.set_defaults(func=_kernels)
     p = sub.add_parser("bench", help="measure the lab's overhead and the forwarder's Mpps",
                        description="Measure, on this machine: lab set-up against an ip/bpftool script, bcc "
                                    "compile and attach times, injection and capture rates against scapy, the "
@@ -319,9 +335,12 @@ def main(argv: list[str] | None = None) -> int:
         argv, rest = argv[:i], argv[i + 1:]
     args = parser.parse_args(argv)
     if rest:
-        if args.command != "exec":
-            parser.error("only exec takes a command after --")
-        args.cmd = rest
+        if args.command == "exec":
+            args.cmd = rest
+        elif args.command == "kernels":
+            args.scenarios = [*args.scenarios, *rest] if args.scenarios != ["scenarios/"] else rest
+        else:
+            parser.error("only exec and kernels take arguments after --")
     try:
         return args.func(args)
     except LabError as e:

@@ -191,6 +191,21 @@ def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: s
         yield fwd
 
 
+@pytest.fixture
+def lab_findings(request: pytest.FixtureRequest) -> Any:
+    """record(**facts): what a scenario saw, as a JSON line in $XDPLAB_FINDINGS (the kernel
+    matrix collects them: which counter moved on which kernel). A no-op otherwise."""
+    import json
+    import platform
+
+    def record(**facts: Any) -> None:
+        path = os.environ.get("XDPLAB_FINDINGS")
+        if path:
+            with open(path, "a") as f:
+                f.write(json.dumps({"test": request.node.nodeid, "kernel": platform.release(), **facts}) + "\n")
+    return record
+
+
 @pytest.fixture(params=["unit", "live-skb", "live-drv"])
 def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[Any]:
     """The forwarder under test behind one interface, three ways: `unit` (BPF_PROG_TEST_RUN,

@@ -1,0 +1,146 @@
+"""`python -m lab kernels`: the scenarios on the host kernel and inside VMs booted on Debian's
+kernels, one table of scenario x kernel.
+
+Each VM is virtme-ng (`vng`) booting /boot/vmlinuz-<version> over this machine's own root
+file system (read-only, 9p), with a results folder shared read-write: the guest runs
+scripts/in-vm.sh, which runs pytest against the guest kernel and writes JUnit XML, the
+pytest output and the scenarios' findings (which counters moved) back. KVM is used where it
+can boot a stock kernel; where /dev/kvm is a paravirtual KVM (kvm_pvm), which cannot, the
+guest runs in software emulation (slower; measured: boot and a bcc compile ~35 s).
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+from .errors import LabError
+
+ROOT = Path(__file__).resolve().parent.parent
+SERIES = {"6.1": "6.1.0-*-amd64", "6.12": "6.12.*+deb12-amd64"}
+
+
+def find_kernel(series: str) -> str:
+    """The newest installed kernel of `series` ("6.1", "6.12", or an exact version)."""
+    pattern = SERIES.get(series, series)
+    found = sorted((p.split("vmlinuz-", 1)[1] for p in glob.glob(f"/boot/vmlinuz-{pattern}")),
+                   key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("+", ".").replace("-", ".").split(".")])
+    if not found:
+        raise LabError(f"find kernel {series}", f"no /boot/vmlinuz-{pattern}",
+                       f"install it: scripts/bootstrap-kernels.sh {series} (make kernels does)")
+    version = found[-1]
+    if not os.path.isdir(f"/lib/modules/{version}/build/include"):
+        raise LabError(f"use kernel {version}", "its headers are not installed (bcc needs them in the guest)",
+                       f"apt-get install linux-headers-{version}")
+    return version
+
+
+def kvm_usable() -> bool:
+    """KVM that can boot a stock Debian kernel: /dev/kvm, and not the paravirtual kvm_pvm."""
+    return os.path.exists("/dev/kvm") and not os.path.exists("/sys/module/kvm_pvm")
+
+
+def run_vm(version: str, pytest_args: list[str], out: Path, kvm: bool) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.iterdir():
+        if stale.is_file():
+            stale.unlink()
+    script = " ".join(shlex.quote(a) for a in [str(ROOT / "scripts" / "in-vm.sh"), str(out), *pytest_args])
+    cmd = ["vng", "--run", f"/boot/vmlinuz-{version}", "--user", "root", "--force-9p", "--memory", "3G",
+           "--cpus", "2", "--rwdir", str(out), *([] if kvm else ["--disable-kvm"]), "--exec", script]
+    env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
+    t = time.monotonic()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    (out / "vng.log").write_text(r.stdout + r.stderr)
+    return _results(version, out, time.monotonic() - t, boot_rc=r.returncode)
+
+
+def run_host(pytest_args: list[str], out: Path) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, XDPLAB_FINDINGS=str(out / "findings.jsonl"))
+    if (out / "findings.jsonl").exists():
+        (out / "findings.jsonl").unlink()
+    t = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "2", f"--junitxml={out / 'junit.xml'}",
+                        f"--lab-artifacts={out / 'artifacts'}", *pytest_args], cwd=ROOT, capture_output=True,
+                       text=True, env=env)
+    (out / "pytest.txt").write_text(r.stdout + r.stderr)
+    (out / "rc").write_text(f"{r.returncode}\n")
+    (out / "kernel").write_text(platform.release() + "\n")
+    return _results(platform.release(), out, time.monotonic() - t, boot_rc=0)
+
+
+def _results(version: str, out: Path, seconds: float, boot_rc: int) -> dict[str, Any]:
+    res: dict[str, Any] = {"kernel": version, "seconds": round(seconds, 1), "tests": {}, "findings": {}}
+    if not (out / "junit.xml").exists():
+        log = (out / "vng.log").read_text()[-2000:] if (out / "vng.log").exists() else ""
+        res["error"] = f"no results (vng exit {boot_rc}): {log}"
+        return res
+    for case in ET.parse(out / "junit.xml").getroot().iter("testcase"):
+        name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
+        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        res["tests"][name] = {"failure": "failed", "error": "error"}.get(kind, kind)
+    if (out / "findings.jsonl").exists():
+        for line in (out / "findings.jsonl").read_text().splitlines():
+            f = json.loads(line)
+            res["findings"][f["test"].split("::", 1)[-1].replace("::", "::")] = f
+    return res
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    kernels = [r["kernel"] for r in results]
+    tests = sorted({t for r in results for t in r["tests"]})
+    width = max([len(t) for t in tests] + [8])
+    head = f"{'scenario':<{width}}  " + "  ".join(f"{k:<28}" for k in kernels)
+    rows = [head, "-" * len(head)]
+    for t in tests:
+        cells = []
+        for r in results:
+            outcome = r["tests"].get(t, "-")
+            moved = _finding(r, t)
+            cells.append(f"{outcome + (' ' + moved if moved else ''):<28}")
+        rows.append(f"{t:<{width}}  " + "  ".join(cells))
+    rows.append("")
+    for r in results:
+        counts = {o: sum(v == o for v in r["tests"].values()) for o in ("passed", "failed", "error", "skipped")}
+        rows.append(f"{r['kernel']}: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) +
+                    f" in {r['seconds']} s" + (f"; {r['error'][:300]}" if "error" in r else ""))
+    return "\n".join(rows)
+
+
+def _finding(result: dict[str, Any], test: str) -> str:
+    for key, f in result["findings"].items():
+        if test.endswith(key.split("::")[-1]):
+            drops = [f"{iface} {c}" for iface, cs in f.get("moved", {}).items() for c in cs]
+            return "(" + ("; ".join(drops) if drops else "no drop counter") + ")"
+    return ""
+
+
+def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str) -> int:
+    out_root = ROOT / ".lab-kernels"
+    use_kvm = kvm == "on" or (kvm == "auto" and kvm_usable())
+    results = []
+    if host:
+        print(f"  host kernel {platform.release()}: pytest {' '.join(pytest_args)}", file=sys.stderr, flush=True)
+        results.append(run_host(pytest_args, out_root / "host"))
+    for series in kernels:
+        version = find_kernel(series)
+        print(f"  VM on {version} ({'KVM' if use_kvm else 'software emulation'}): pytest {' '.join(pytest_args)}",
+              file=sys.stderr, flush=True)
+        results.append(run_vm(version, pytest_args, out_root / version, use_kvm))
+    (out_root / "matrix.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = table(results)
+    (out_root / "matrix.txt").write_text(text + "\n")
+    print(text)
+    bad = [r["kernel"] for r in results if "error" in r or any(v in ("failed", "error") for v in r["tests"].values())]
+    if bad:
+        print(f"\nfailed on: {', '.join(bad)} (details under .lab-kernels/<kernel>/pytest.txt)", file=sys.stderr)
+    return 1 if bad else 0
