@@ -35,6 +35,20 @@ def read(iface: "Interface") -> dict[str, int]:
     return out
 
 
+def veth_hop(mode: str, frames: int, total_bytes: int, sender: str = "net1/veth1", receiver: str = "fwd/veth0",
+             **extra: int) -> dict[str, dict[str, int]]:
+    """The exact counters of `frames` frames (`total_bytes` in all) going from `sender` to its
+    veth peer `receiver`, where XDP runs in `mode` ("skb" or "drv"), plus `extra` receiver
+    counters. In drv mode the receiver runs NAPI: its rx counters (and the sender's tx ones,
+    which veth reports from the same per-queue stats) count skb->len after the Ethernet
+    header was pulled, 14 bytes less per frame, and ethtool shows its rx_queue_0_xdp_*."""
+    wire = total_bytes - 14 * frames if mode == "drv" else total_bytes
+    rx = {"rx_packets": frames, "rx_bytes": wire, **extra}
+    if mode == "drv":
+        rx.update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=wire)
+    return {sender: {"tx_packets": frames, "tx_bytes": wire}, receiver: rx}
+
+
 class Delta(dict[str, dict[str, int]]):
     """Per interface key ("fwd/veth0"), the counters that changed and by how much."""
 

@@ -22,6 +22,7 @@ from dataclasses import replace
 import pytest
 
 from lab.afxdp import XskSocket
+from lab.counters import veth_hop
 from lab.repro import ROUTED, SEED_MAC, seed_frame
 from lab.topology import SEED, Topology, Veth
 
@@ -54,14 +55,6 @@ def steer(fwd, queue, xsk=None, enabled=True):
     fwd.map("qidconf_map").update(queue.to_bytes(4, "little"), int(enabled).to_bytes(4, "little"))
 
 
-def ingress_only(mode, n, length, **extra):
-    b = n * (length - 14 if mode == "drv" else length)
-    c = {"net1/veth1": {"tx_packets": n, "tx_bytes": b}, "fwd/veth0": {"rx_packets": n, "rx_bytes": b, **extra}}
-    if mode == "drv":
-        c["fwd/veth0"].update(rx_queue_0_xdp_packets=n, rx_queue_0_xdp_bytes=b)
-    return c
-
-
 def test_frames_reach_the_socket_intact_and_switching_the_queue_off_forwards_again(lab, routed, xdp_mode):
     xsk = open_xsk(lab, 0)
     steer(routed, 0, xsk)
@@ -77,7 +70,7 @@ def test_frames_reach_the_socket_intact_and_switching_the_queue_off_forwards_aga
     assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0)
     redirected = {"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {}
     d = before.again() - before
-    assert d.mismatches(ingress_only(xdp_mode, N, len(frame), **redirected)) == [], d.table()
+    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame), **redirected)) == [], d.table()
 
     steer(routed, 0, enabled=False)
     lab.port("net1/veth1").send(frame, count=N)
@@ -103,7 +96,7 @@ def test_a_socket_bound_to_another_queue_gets_nothing(lab, routed, xdp_mode):
     assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0), "the socket never saw them"
     drops = {"rx_dropped": N, "rx_queue_0_drops": N} if xdp_mode == "drv" else {}
     d = before.again() - before
-    assert d.mismatches(ingress_only(xdp_mode, N, len(frame), **drops)) == [], d.table()
+    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame), **drops)) == [], d.table()
 
 
 def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_mode):
@@ -119,7 +112,7 @@ def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_m
     egress.expect_none()
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
     d = before.again() - before
-    assert d.mismatches(ingress_only(xdp_mode, N, len(frame))) == [], d.table()
+    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame))) == [], d.table()
 
 
 def test_closing_the_socket_releases_it(lab, routed):

@@ -33,6 +33,7 @@ import platform
 
 import pytest
 
+from lab.counters import veth_hop
 from lab.errors import MapError, PreflightError, XdpError
 from lab.features import redirect_readiness, xdp_features
 from lab.forwarder import L2fwd
@@ -50,15 +51,6 @@ OUTCOME = {
 }
 
 
-def ingress(mode: str, n: int, length: int) -> dict:
-    """net1/veth1 -> fwd/veth0: in drv mode veth0 runs NAPI (14 bytes less, ethtool counters)."""
-    b = n * (length - 14 if mode == "drv" else length)
-    c = {"net1/veth1": {"tx_packets": n, "tx_bytes": b}, "fwd/veth0": {"rx_packets": n, "rx_bytes": b}}
-    if mode == "drv":
-        c["fwd/veth0"].update(rx_queue_0_xdp_packets=n, rx_queue_0_xdp_bytes=b)
-    return c
-
-
 def expected_counters(mode: str, peer: str, n: int, length: int, features: bool) -> dict:
     """Exact counter deltas for the matrix (see the module docstring for the rules).
 
@@ -66,7 +58,7 @@ def expected_counters(mode: str, peer: str, n: int, length: int, features: bool)
     without ndo-xmit at once and the INGRESS veth drops the frames; a kernel without them
     (6.1) accepts the redirect (veth0 counts rx_queue_0_xdp_redirect) and the TARGET veth
     fails to transmit: tx_dropped on fwd/veth2."""
-    c = ingress(mode, n, length)
+    c = veth_hop(mode, n, n * length)
     if (mode, peer) == ("drv", "none"):
         if features:
             c["fwd/veth0"].update(rx_dropped=n, rx_queue_0_drops=n)
@@ -147,9 +139,7 @@ def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
 
     assert o.arrived == []
     assert o.verdicts == {"aborted": N, "drop": 0, "pass": 0, "tx": 0, "redirect": 0, "malformed": 0}
-    expected = ingress(xdp_mode, N, o.frame_len)
-    if xdp_mode == "drv":
-        expected["fwd/veth0"]["rx_queue_0_xdp_drops"] = N
+    expected = veth_hop(xdp_mode, N, N * o.frame_len, **({"rx_queue_0_xdp_drops": N} if xdp_mode == "drv" else {}))
     bad = o.delta.mismatches(expected)
     assert not bad, f"kernel {KERNEL}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
 

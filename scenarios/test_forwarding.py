@@ -23,7 +23,7 @@ import socket
 
 import pytest
 
-from lab.counters import assert_counters
+from lab.counters import assert_counters, veth_hop
 from lab.packets import arp_request, ipv6_udp_frame, rewrite, udp_frame
 
 N = 100
@@ -42,17 +42,6 @@ def frame_to(lab, ip_dst, **kw):
     """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`."""
     return udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac,
                      ip_src="192.168.1.2", ip_dst=ip_dst, **kw)
-
-
-def ingress(mode, frames, length):
-    """Counters of net1/veth1 -> fwd/veth0 for `frames` frames of `length` bytes (see the
-    module docstring for why drv mode counts 14 bytes less, and its ethtool counters)."""
-    rx_bytes = frames * (length - 14 if mode == "drv" else length)
-    c = {"net1/veth1": {"tx_packets": frames, "tx_bytes": rx_bytes},
-         "fwd/veth0": {"rx_packets": frames, "rx_bytes": rx_bytes}}
-    if mode == "drv":
-        c["fwd/veth0"].update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=rx_bytes)
-    return c
 
 
 def udp_listener(lab, ns, ip, port=5678):
@@ -82,7 +71,7 @@ def test_forwarded_with_mac_rewrite(lab, routed, xdp_mode):
     assert payloads == [bytes(frame["Raw"])] * N
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
     L = len(frame)
-    expected = ingress(xdp_mode, N, L)
+    expected = veth_hop(xdp_mode, N, N * L)
     expected["fwd/veth2"] = {"tx_packets": N, "tx_bytes": N * L}
     expected["net2/veth3"] = {"rx_packets": N, "rx_bytes": N * L}
     if xdp_mode == "drv":
@@ -107,7 +96,7 @@ def test_unknown_destination_goes_up_the_stack(lab, routed, xdp_mode):
     assert payloads == [bytes(frame["Raw"])] * N
     egress.expect_none()
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
-    assert_counters(before, ingress(xdp_mode, N, len(frame)))
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
 
 
 def test_arp_is_passed_and_answered(lab, routed, xdp_mode):
@@ -124,7 +113,7 @@ def test_arp_is_passed_and_answered(lab, routed, xdp_mode):
     replies.expect_no_other()
     egress.expect_none()
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": n, "tx": 0, "redirect": 0, "malformed": 0}
-    expected = ingress(xdp_mode, n, len(request))
+    expected = veth_hop(xdp_mode, n, n * len(request))
     reply_len = len(got[0])
     expected["fwd/veth0"].update(tx_packets=n, tx_bytes=n * reply_len)
     expected["net1/veth1"].update(rx_packets=n, rx_bytes=n * reply_len)
@@ -150,7 +139,7 @@ def test_ipv6_is_passed_not_forwarded(lab, routed, xdp_mode):
     ingress_tap.expect(frame, count=N)
     egress.expect_none()
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
-    assert_counters(before, ingress(xdp_mode, N, len(frame)))
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
 
 
 def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
@@ -175,10 +164,4 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     egress.expect_none()
     m = len(frames)
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": m, "tx": 0, "redirect": 0, "malformed": m}
-    expected = ingress(xdp_mode, m, 0)
-    total = sum(len(f) for f in frames)
-    rx_bytes = total - 14 * m if xdp_mode == "drv" else total
-    expected["net1/veth1"]["tx_bytes"] = expected["fwd/veth0"]["rx_bytes"] = rx_bytes
-    if xdp_mode == "drv":
-        expected["fwd/veth0"]["rx_queue_0_xdp_bytes"] = rx_bytes
-    assert_counters(before, expected)
+    assert_counters(before, veth_hop(xdp_mode, m, sum(len(f) for f in frames)))
