@@ -45,8 +45,12 @@ def frame_to(lab, ip_dst, **kw):
 
 
 def udp_listener(lab, ns, ip, port=5678):
+    """A UDP socket in `ns` whose buffer holds all N datagrams before the test reads them: the
+    memory a datagram is charged for differs by kernel and path (on 6.1, an skb built from an
+    XDP page counts a whole page, and 100 of them overflow the default 208 KiB)."""
     sock = lab.ns(ns).socket(socket.AF_INET, socket.SOCK_DGRAM)
     lab.on_close(f"close udp socket in {ns}", sock.close)
+    sock.setsockopt(socket.SOL_SOCKET, 33, 16 << 20)      # SO_RCVBUFFORCE: 16 MiB
     sock.bind((ip, port))
     sock.settimeout(2.0)
     return sock
