@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import bpfsys
-from .dataplane import Capture, Port
 from .errors import LabError
 from .forwarder import VERDICTS, L2fwd
 from .packets import udp_frame

@@ -74,8 +74,7 @@ class Observation:
     notes: list[str] = field(default_factory=list)
 
 
-def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, settle: Callable[[Delta], bool] | None = None,
-                     frame: object = None) -> Observation:
+def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = None) -> Observation:
     """Send `frames` copies of the seed frame from net1, then collect what arrived on
     net2/veth3, the verdicts and the counter deltas of every interface."""
     frame = frame if frame is not None else seed_frame(lab)
@@ -134,7 +133,7 @@ CASES = {c.name: c for c in (
 )}
 
 
-def run_case(case: Case, frames: int = 1000, lab_factory: "object | None" = None) -> tuple[Observation, str]:
+def run_case(case: Case, frames: int = 1000) -> tuple[Observation, str]:
     """Build the seed topology, run `case`, tear everything down; return what was seen and
     the explanation."""
     from .maps import Layout

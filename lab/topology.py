@@ -11,12 +11,11 @@ its own namespace, and returns a `Lab` that owns them all and removes them in re
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import ipaddress
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -360,7 +359,3 @@ def build(topology: Topology, names: NameFactory | None = None) -> Lab:
             lab.close()
         raise
     return lab
-
-
-def build_many(topologies: Iterable[Topology]) -> list[Lab]:
-    return [build(t) for t in topologies]

@@ -22,6 +22,7 @@ XDPLAB_FUZZ_EXAMPLES for a longer run. For every batch:
 """
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter
@@ -79,6 +80,7 @@ def scapy_frame(kind: str, dst: str, payload: bytes) -> bytes:
     return bytes(Ether(src=SRC_MAC, dst="ff:ff:ff:ff:ff:ff") / ARP(psrc="192.168.1.2", pdst=dst))
 
 
+BATCHES = itertools.count()
 dsts = st.sampled_from(DSTS)
 payloads = st.binary(min_size=0, max_size=64)
 frames = st.one_of(
@@ -98,7 +100,7 @@ def fuzz_lab(lab, l2fwd):
     return lab, l2fwd, lab.port("net1/veth1"), lab.capture("net2/veth3"), lab.capture("fwd/veth0")
 
 
-def wait_for(capture, frame: bytes, timeout: float = 5.0) -> None:
+def wait_for(capture, frame: bytes, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while frame not in capture.pending:
         assert time.monotonic() < deadline, f"marker frame never reached {capture.iface.key}"
@@ -111,14 +113,18 @@ def wait_for(capture, frame: bytes, timeout: float = 5.0) -> None:
 def test_fuzzed_frames_balance_the_books(fuzz_lab, batch):
     lab, l2fwd, port, egress, tap = fuzz_lab
     # two markers end every batch: frames leave each queue in order, so once both markers
-    # are seen, every frame of the batch has been decided and delivered
-    fwd_marker, pass_marker = ipv4(ip_dst="192.168.0.1", payload=b"marker"), ipv4(ip_dst="192.168.1.1",
-                                                                                   payload=b"marker")
+    # are seen, every frame of the batch has been decided and delivered. They carry a
+    # number of their own, so that a marker of an earlier batch (one hypothesis abandoned
+    # half-way, say) can never stand in for this batch's.
+    seq = next(BATCHES)
+    fwd_marker = ipv4(ip_dst="192.168.0.1", payload=b"marker-%d" % seq)
+    pass_marker = ipv4(ip_dst="192.168.1.1", payload=b"marker-%d" % seq)
     sent = [*batch, fwd_marker, pass_marker]
     expect = [model(f) for f in sent]
+    for capture in (egress, tap):      # whatever an abandoned batch left behind is not this batch's
+        capture.poll()
+        capture.pending.clear()
     verdicts_before, counters_before = l2fwd.verdicts(), lab.snapshot()
-    egress.pending.clear()
-    tap.pending.clear()
 
     for f in sent:
         port.send(f)

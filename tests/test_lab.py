@@ -14,7 +14,7 @@ from lab.errors import MapError, NetnsError, XdpError
 from lab.forwarder import XDP_PASS, Forwarder, L2fwd
 from lab.maps import Layout
 from lab.names import NameFactory
-from lab.topology import SEED, End, Topology, Veth, build
+from lab.topology import SEED, build
 
 
 def ip_json(*args: str) -> list:
