@@ -143,4 +143,8 @@ def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str) -> in
     bad = [r["kernel"] for r in results if "error" in r or any(v in ("failed", "error") for v in r["tests"].values())]
     if bad:
         print(f"\nfailed on: {', '.join(bad)} (details under .lab-kernels/<kernel>/pytest.txt)", file=sys.stderr)
+    passed = sum(v == "passed" for r in results for v in r["tests"].values())
+    failed = sum(v in ("failed", "error") for r in results for v in r["tests"].values()) + \
+        sum("error" in r for r in results)
+    print(f"matrix: {passed} passed, {failed} failed")
     return 1 if bad else 0
