@@ -58,7 +58,7 @@ def run_vm(version: str, pytest_args: list[str], out: Path, kvm: bool) -> dict[s
            "--cpus", "2", "--rwdir", str(out), *([] if kvm else ["--disable-kvm"]), "--exec", script]
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     t = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, stdin=subprocess.DEVNULL)
     (out / "vng.log").write_text(r.stdout + r.stderr)
     return _results(version, out, time.monotonic() - t, boot_rc=r.returncode)
 
