@@ -12,6 +12,9 @@ Fixtures (each makes one change and undoes it):
   l2fwd          the l2fwd forwarder (compiled once per process) attached in xdp_mode to the
                  lab's forwarder interface (default fwd/veth0), with a preflight check before
                  every send: frames that would vanish fail the test at once, with the reason
+  l2fwd_kind     "bcc" or "elf": every test that uses l2fwd (or dut) runs once per variant
+  l2fwd_program  the Program the l2fwd and dut fixtures load
+  lab_findings   record(**facts): what a scenario saw, for the kernel matrix's table
 Markers:
   xdp_modes("skb", ...)        restrict xdp_mode for a test
   l2fwd_at("ns/if")            where l2fwd is attached
