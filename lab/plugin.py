@@ -76,18 +76,21 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
+@pytest.hookimpl(tryfirst=True)     # before xdist starts workers that create namespaces
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Controller: remove what dead lab processes left (SIGKILLed workers), then snapshot
     the root namespace, which the session must leave as it found it."""
     config = session.config
     if not _is_controller(config) or os.geteuid() != 0:
         return
-    removed = sweep.sweep()
-    if removed:
-        names_ = ", ".join(r.netns for r in removed)
-        config.get_terminal_writer().line(f"xdplab: removed {len(removed)} namespace(s) left by dead lab "
-                                          f"processes: {names_}", yellow=True)
+    _report_sweep(config, sweep.sweep())
     config.stash[_HOST] = host.snapshot()
+
+
+def _report_sweep(config: pytest.Config, removed: list[sweep.Leftover]) -> None:
+    if removed:
+        config.get_terminal_writer().line(f"xdplab: removed {len(removed)} namespace(s) left by dead lab "
+                                          f"processes: {', '.join(r.netns for r in removed)}", yellow=True)
 
 
 def pytest_testnodedown(node: Any, error: Any) -> None:
@@ -112,7 +115,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         return
     if _HOST not in config.stash:
         return
-    sweep.sweep()
+    _report_sweep(config, sweep.sweep())
     changed = host.differences(config.stash[_HOST], host.snapshot())
     if changed:
         config.get_terminal_writer().line("xdplab: the session changed the root namespace:\n  " +

@@ -33,8 +33,10 @@ def record(nsname: str, owner: str | None = None) -> None:
     left running by `python -m lab up` ("up:<lab>"), which no sweep removes but --force."""
     os.makedirs(OWNERS_DIR, exist_ok=True)
     pid = os.getpid()
-    with open(os.path.join(OWNERS_DIR, nsname), "w") as f:
+    path = os.path.join(OWNERS_DIR, nsname)
+    with open(f"{path}.{pid}.tmp", "w") as f:
         f.write(f"{owner} 0\n" if owner else f"{pid} {_starttime(pid)}\n")
+    os.replace(f"{path}.{pid}.tmp", path)     # a sweeper never reads half a record
 
 
 def forget(nsname: str) -> None:
@@ -58,12 +60,13 @@ def leftovers() -> list[Leftover]:
     except FileNotFoundError:
         return []
     for name in names:
+        if name.endswith(".tmp"):
+            continue
         try:
             with open(os.path.join(OWNERS_DIR, name)) as f:
                 pid_s, start_s = f.read().split()
         except (OSError, ValueError):
-            out.append(Leftover(name, 0, False))
-            continue
+            continue        # gone meanwhile, or not a record of ours: never a reason to delete
         if pid_s.startswith("up:"):
             out.append(Leftover(name, 0, True, pid_s))
             continue
