@@ -15,7 +15,7 @@ _NR_bpf = 321  # x86_64
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_PIN = 6
 BPF_PROG_TEST_RUN = 10
-BPF_PROG_GET_FD_BY_ID, BPF_MAP_GET_FD_BY_ID = 13, 14
+BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_BTF_GET_FD_BY_ID = 19
@@ -121,10 +121,6 @@ def map_info(fd: int) -> MapInfo:
 def map_fd_by_id(map_id: int) -> int:
     """An fd of the map with kernel id `map_id` (close it when done)."""
     return _bpf(BPF_MAP_GET_FD_BY_ID, _IdAttr(map_id, 0, 0))
-
-
-def prog_fd_by_id(prog_id: int) -> int:
-    return _bpf(BPF_PROG_GET_FD_BY_ID, _IdAttr(prog_id, 0, 0))
 
 
 def btf_blob(btf_id: int) -> bytes:

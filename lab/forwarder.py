@@ -7,7 +7,6 @@ detached in reverse order on close.
 """
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import sys
@@ -338,13 +337,3 @@ class L2fwd(Forwarder):
         m = self.map("verdict_cnt")
         return {name: int.from_bytes(m.sum_percpu(slot.to_bytes(4, "little")) or bytes(8), "little")
                 for slot, name in enumerate(VERDICTS)}
-
-
-@contextlib.contextmanager
-def attached(program: Program, iface: "Interface", mode: str) -> Any:
-    f = Forwarder(program)
-    try:
-        f.attach(iface, mode)
-        yield f
-    finally:
-        f.close()

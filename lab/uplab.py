@@ -141,8 +141,7 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
             st = xdp.query(i)
             if st.mode is not None:
                 _say(progress, f"detaching {st} from {i.key}")
-                i.ns.ipr.link("set", index=i.ifindex, xdp={"attrs": [("IFLA_XDP_FD", -1),
-                                                                     ("IFLA_XDP_FLAGS", xdp.MODES[st.mode])]})
+                xdp.detach(i, st.mode)
     finally:
         lab.close()
     for full in state["namespaces"].values():

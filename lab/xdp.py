@@ -68,6 +68,16 @@ def _set(iface: "Interface", fd: int, flags: int) -> None:
                       xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
 
 
+def detach(iface: "Interface", mode: str) -> None:
+    """Detach the program of `mode` from `iface`. A device that is already gone counts as detached."""
+    from pyroute2.netlink.exceptions import NetlinkError
+    try:
+        _set(iface, -1, MODES[mode])
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise XdpError(f"detach xdp from {iface.key}", str(e), errno=e.code) from None
+
+
 class Attachment:
     """A program attached to one interface in one mode; `close()` detaches it."""
 
@@ -98,12 +108,7 @@ class Attachment:
         self._attached = False
         if self.iface.ns.closed:      # the namespace, and the device with it, is gone
             return
-        from pyroute2.netlink.exceptions import NetlinkError
-        try:
-            _set(self.iface, -1, MODES[self.mode])
-        except NetlinkError as e:
-            if e.code not in (errno.ENODEV,):
-                raise XdpError(f"detach xdp from {self.iface.key}", str(e), errno=e.code) from None
+        detach(self.iface, self.mode)
 
     def __repr__(self) -> str:
         return f"Attachment({self.prog_name} on {self.iface.key}, {self.mode}, id {self.prog_id})"

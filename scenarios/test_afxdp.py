@@ -22,7 +22,7 @@ from dataclasses import replace
 import pytest
 
 from lab.afxdp import XskSocket
-from lab.counters import veth_hop
+from lab.counters import assert_counters, veth_hop
 from lab.repro import ROUTED, SEED_MAC, seed_frame
 from lab.topology import SEED, Topology, Veth
 
@@ -69,8 +69,7 @@ def test_frames_reach_the_socket_intact_and_switching_the_queue_off_forwards_aga
     assert routed.verdicts()["redirect"] == N
     assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0)
     redirected = {"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {}
-    d = before.again() - before
-    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame), **redirected)) == [], d.table()
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame), **redirected))
 
     steer(routed, 0, enabled=False)
     lab.port("net1/veth1").send(frame, count=N)
@@ -95,8 +94,7 @@ def test_a_socket_bound_to_another_queue_gets_nothing(lab, routed, xdp_mode):
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
     assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0), "the socket never saw them"
     drops = {"rx_dropped": N, "rx_queue_0_drops": N} if xdp_mode == "drv" else {}
-    d = before.again() - before
-    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame), **drops)) == [], d.table()
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame), **drops))
 
 
 def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_mode):
@@ -111,8 +109,7 @@ def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_m
     tap.expect(frame, count=N)
     egress.expect_none()
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
-    d = before.again() - before
-    assert d.mismatches(veth_hop(xdp_mode, N, N * len(frame))) == [], d.table()
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
 
 
 def test_closing_the_socket_releases_it(lab, routed):
