@@ -11,9 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tests that start whole pytest sessions (whose start sweeps dead labs' leftovers) run in one
-# xdist group, one after the other, so that one's sweep never races another's kill.
-SESSIONS = pytest.mark.xdist_group("sub-sessions")
+# Tests that start whole pytest sessions (whose start and end sweep dead labs' leftovers)
+# run one at a time, so that one's sweep never races another's kill. A file lock, not an
+# xdist group: xdist 3.8's loadgroup does not group anything under pytest 9.2 (checked).
+SESSIONS = pytest.mark.usefixtures("one_session_at_a_time")
+LOCK = "/run/xdplab/test-sessions.lock"
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -1,0 +1,22 @@
+"""Fixtures of the tests of lab/ itself."""
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from tests.subproc import LOCK
+
+
+@pytest.fixture
+def one_session_at_a_time() -> Iterator[None]:
+    """Hold the lock that tests starting whole pytest sessions take (see tests/subproc.py)."""
+    os.makedirs(os.path.dirname(LOCK), exist_ok=True)
+    with open(LOCK, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
