@@ -6,13 +6,14 @@ PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n auto $(PYTEST_ARGS)
 
 BPF_CFLAGS := -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -Wall
-BPF_OBJECTS := bpf/l2fwd.bpf.o bpf/l2fwd.debug.bpf.o
+BPF_OBJECTS := $(patsubst %.bpf.c,%.bpf.o,$(wildcard bpf/*.bpf.c)) bpf/l2fwd.debug.bpf.o
 
-.PHONY: setup bpf scenarios test kernels kernels-ci clean-venv
+.PHONY: setup bpf ctl scenarios test kernels kernels-ci clean-venv
 
 setup:
 	@scripts/bootstrap.sh
 	@$(MAKE) --no-print-directory bpf
+	@$(MAKE) --no-print-directory ctl
 
 bpf: $(BPF_OBJECTS)       ## the ELF builds of the forwarder (clang, libbpf style)
 
@@ -21,6 +22,11 @@ bpf/%.bpf.o: bpf/%.bpf.c
 
 bpf/%.debug.bpf.o: bpf/%.bpf.c
 	clang $(BPF_CFLAGS) -DL2FWD_DEBUG -c $< -o $@
+
+ctl: build/l2fwdctl       ## the Go control plane (imitates the seed's), offline from Debian's Go packages
+
+build/l2fwdctl: controlplane/l2fwdctl/main.go
+	GO111MODULE=off GOPATH=/usr/share/gocode GOCACHE=$(CURDIR)/build/gocache go build -o $@ ./controlplane/l2fwdctl
 
 scenarios: setup          ## the main job: every scenario against the real kernel
 	$(PYTEST) scenarios/

@@ -1,2 +1,3 @@
-# The lab's pytest plugin: fixtures lab, lab_topology, xdp_mode, l2fwd (see lab/plugin.py).
-pytest_plugins = ["lab.plugin"]
+# The lab's pytest plugins: the core's fixtures (lab, lab_topology, xdp_mode, xdp_program, ...)
+# and the l2fwd kit's (l2fwd, dut, ...). See lab/plugin.py and lab/l2fwd/plugin.py.
+pytest_plugins = ["lab.plugin", "lab.l2fwd.plugin"]

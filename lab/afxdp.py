@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from .errors import DataplaneError
 
 if TYPE_CHECKING:
-    from .topology import Interface
+    from .built import Interface
 
 AF_XDP, SOL_XDP = 44, 283
 XDP_MMAP_OFFSETS, XDP_RX_RING, XDP_UMEM_REG, XDP_UMEM_FILL_RING, XDP_UMEM_COMPLETION_RING = 1, 2, 4, 5, 6

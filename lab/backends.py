@@ -8,10 +8,12 @@
            kernel's own verdict and output bytes; nothing is transmitted.
 
 Both report an `Outcome`: the verdict, the output frame, and for a redirect the target,
-as the ifindex the program chose (txport_map's keys are egress ifindexes). The program
-records the key of each redirect it asks for in its `redirect_key` map; BPF_PROG_TEST_RUN
-itself does not say where a redirect would have gone, and this kernel has neither
-kprobes nor fentry to watch the helper.
+as the ifindex the frame went out of (live) or the key the program recorded (unit: a program
+with a `redirect_key` map records the key of each redirect it asks for; BPF_PROG_TEST_RUN
+itself does not say where a redirect would have gone, and this kernel has neither kprobes
+nor fentry to watch the helper). Any XDP program works: one with a `verdicts()` method
+(the l2fwd kit's) is read from its counters; for any other the live verdict is where the
+frame went, with the kernel's run count proving the program saw it. Kits add `route()`.
 """
 from __future__ import annotations
 
@@ -21,11 +23,10 @@ from typing import Any
 
 from . import bpfsys
 from .errors import LabError
-from .forwarder import VERDICTS, L2fwd
 from .packets import udp_frame
+from .programs import XdpProgram
 
-ACTIONS = VERDICTS[:5]          # XDP action numbers 0..4
-MARKER_DST = "192.168.1.1"      # the forwarder namespace's own address: never routed, always passed
+ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")     # XDP action numbers 0..4
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ class Outcome:
         return f"{self.verdict}{where}, {len(self.output) if self.output is not None else 0} bytes out"
 
 
-def _redirect_target(fwd: L2fwd) -> int | None:
+def _redirect_target(fwd: XdpProgram) -> int | None:
     """The key the program recorded for its last redirect (None if it recorded none)."""
     if "redirect_key" not in fwd.maps:
         return None
@@ -51,7 +52,7 @@ def _redirect_target(fwd: L2fwd) -> int | None:
     return None
 
 
-def _reset_redirect_target(fwd: L2fwd) -> None:
+def _reset_redirect_target(fwd: XdpProgram) -> None:
     if "redirect_key" in fwd.maps:
         fwd.map("redirect_key").clear()
 
@@ -60,20 +61,12 @@ class UnitBackend:
     """The forwarder run by BPF_PROG_TEST_RUN (not attached anywhere)."""
     name = "unit"
 
-    def __init__(self, fwd: L2fwd) -> None:
+    def __init__(self, fwd: XdpProgram) -> None:
         self.fwd = fwd
-
-    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
-        """l2fwd_map[dst] = {outif, mac}; with txport, txport_map[outif] too. In the unit
-        backend the devmap entry points at this namespace's loopback device (a devmap only
-        holds existing devices; nothing is sent to it)."""
-        if txport:
-            self.fwd.map("txport_map").update(outif.to_bytes(4, "little"), (1).to_bytes(4, "little"))
-        self.fwd.set_l2fwd(dst, outif, mac)
 
     def run(self, frame: Any) -> Outcome:
         _reset_redirect_target(self.fwd)
-        retval, out = bpfsys.test_run(self.fwd.compiled.fd, bytes(frame))
+        retval, out = bpfsys.test_run(self.fwd.fd, bytes(frame))
         verdict = ACTIONS[retval] if retval < len(ACTIONS) else f"action {retval}"
         if verdict in ("drop", "aborted"):
             return Outcome(verdict, None)
@@ -81,9 +74,11 @@ class UnitBackend:
 
 
 class LiveBackend:
-    """The forwarder attached in the lab, frames sent from net1/veth1."""
+    """The program attached in the lab, frames sent from the peer of its first attachment.
+    A marker frame addressed to the attached interface's own IPv4 address follows each
+    frame: the program must pass it (as l2fwd does with frames for its own host)."""
 
-    def __init__(self, lab: Any, fwd: L2fwd, mode: str) -> None:
+    def __init__(self, lab: Any, fwd: XdpProgram, mode: str) -> None:
         self.lab, self.fwd, self.mode = lab, fwd, mode
         self.name = f"live-{mode}"
         ingress = fwd.attachments[0].iface
@@ -92,24 +87,24 @@ class LiveBackend:
         self.back = lab.capture(lab.peer(ingress.key).key)       # XDP_TX comes back here
         self.egress = {i.ifindex: lab.capture(lab.peer(i.key).key)
                        for i in lab.interfaces.values() if i.ns is ingress.ns and i is not ingress}
-        self.marker = bytes(udp_frame(eth_src=lab.peer(ingress.key).mac, eth_dst=ingress.mac,
-                                      ip_src="192.168.1.2", ip_dst=MARKER_DST, payload=b"xdplab-marker"))
+        sender = lab.peer(ingress.key)
+        if not ingress.ip or not sender.ip:
+            raise LabError(f"run frames through {fwd.name} live", f"{ingress.key} or {sender.key} has no IPv4 address "
+                           "for the marker frame", "give both ends of the ingress veth an address")
+        self.marker = bytes(udp_frame(eth_src=sender.mac, eth_dst=ingress.mac, ip_src=sender.ip, ip_dst=ingress.ip,
+                                      payload=b"xdplab-marker"))
 
-    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
-        via = next((i for i in self.lab.interfaces.values() if i.ns is self.fwd.attachments[0].iface.ns
-                    and i.ifindex == outif), None)
-        if via is None:
-            raise LabError(f"route {dst} to ifindex {outif}", "no interface of the forwarder's namespace has it",
-                           f"use one of {[i.ifindex for i in self.egress]}")
-        if txport:
-            self.fwd.set_txport(via)
-        self.fwd.set_l2fwd(dst, via, mac)
+    def _verdicts(self) -> dict[str, int]:
+        counted = getattr(self.fwd, "verdicts", None)
+        if counted is not None:
+            return dict(counted())
+        return {"runs": self.fwd.run_stats()[0]}
 
     def run(self, frame: Any) -> Outcome:
         """Send `frame`, then a marker that the forwarder passes: frames leave each queue in
         order, so once the marker is on the tap, `frame` has been decided and delivered."""
         raw = bytes(frame)
-        before = self.fwd.verdicts()
+        before = self._verdicts()
         for c in (self.tap, self.back, *self.egress.values()):
             c.poll()
             c.pending.clear()
@@ -123,13 +118,16 @@ class LiveBackend:
             self.tap.poll(0.01)
         for c in (self.back, *self.egress.values()):
             c.poll()
-        delta = {k: v - before[k] for k, v in self.fwd.verdicts().items()}
-        delta["pass"] -= 1                                           # the marker
-        decided = [k for k in ACTIONS if delta[k]]
-        if len(decided) != 1 or delta[decided[0]] != 1:
-            raise LabError(f"run a frame through {self.name}", f"verdict counters moved by {delta}",
-                           "another sender is using the lab's interfaces?")
-        verdict = decided[0]
+        delta = {k: v - before[k] for k, v in self._verdicts().items()}
+        if "runs" in delta:
+            verdict = self._where_it_went(raw, delta["runs"])
+        else:
+            delta["pass"] -= 1                                           # the marker
+            decided = [k for k in ACTIONS if delta[k]]
+            if len(decided) != 1 or delta[decided[0]] != 1:
+                raise LabError(f"run a frame through {self.name}", f"verdict counters moved by {delta}",
+                               "another sender is using the lab's interfaces?")
+            verdict = decided[0]
         if verdict == "redirect":
             for ifindex, cap in self.egress.items():
                 if cap.pending:
@@ -141,3 +139,17 @@ class LiveBackend:
         if verdict == "tx":
             return Outcome(verdict, self.back.pending[0] if self.back.pending else None)
         return Outcome(verdict, None)
+
+    def _where_it_went(self, raw: bytes, runs: int) -> str:
+        """The verdict of a program without verdict counters, from where the frame showed up;
+        the run count (frame + marker = 2) proves the program saw it."""
+        if runs != 2:
+            raise LabError(f"run a frame through {self.name}", f"the program ran {runs} times for a frame and the "
+                           "marker, not 2", "another sender is using the lab's interfaces?")
+        if any(cap.pending for cap in self.egress.values()):
+            return "redirect"
+        if [f for f in self.tap.pending if f != self.marker]:
+            return "pass"
+        if self.back.pending:
+            return "tx"
+        return "drop"           # dropped or aborted: only the kernel's fates tell the two apart

@@ -15,15 +15,24 @@ _NR_bpf = 321  # x86_64
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_PIN = 6
 BPF_PROG_TEST_RUN = 10
+BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
 BPF_OBJ_GET_INFO_BY_FD = 15
 BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 BPF_BTF_GET_FD_BY_ID = 19
+BPF_ENABLE_STATS = 32
+BPF_STATS_RUN_TIME = 0
 BPF_ANY = 0
+BPF_PROG_TYPE_XDP = 6
+PROG_TYPES = {1: "socket_filter", 2: "kprobe", 3: "sched_cls", 4: "sched_act", 5: "tracepoint", 6: "xdp",
+              7: "perf_event", 8: "cgroup_skb", 17: "raw_tracepoint", 26: "tracing", 31: "ext"}
 
-MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 5: "percpu_hash", 6: "percpu_array",
-             14: "devmap", 17: "xskmap", 25: "devmap_hash"}
-PERCPU_TYPES = {"percpu_hash", "percpu_array"}
+MAP_TYPES = {1: "hash", 2: "array", 3: "prog_array", 4: "perf_event_array", 5: "percpu_hash",
+             6: "percpu_array", 9: "lru_hash", 10: "lru_percpu_hash", 11: "lpm_trie", 14: "devmap",
+             16: "cpumap", 17: "xskmap", 25: "devmap_hash", 27: "ringbuf"}
+INTERFACE_TYPES = {"devmap", "devmap_hash"}
+"""Maps whose values are ifindexes, resolved by the kernel in the writer's network namespace."""
+PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash"}
 ARRAY_TYPES = {"array", "percpu_array"}
 
 
@@ -76,7 +85,17 @@ class _ProgInfo(ctypes.Structure):
                 ("name", ctypes.c_char * 16), ("ifindex", ctypes.c_uint32), ("gpl_compatible", ctypes.c_uint32),
                 ("netns_dev", ctypes.c_uint64), ("netns_ino", ctypes.c_uint64), ("nr_jited_ksyms", ctypes.c_uint32),
                 ("nr_jited_func_lens", ctypes.c_uint32), ("jited_ksyms", ctypes.c_uint64),
-                ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32)]
+                ("jited_func_lens", ctypes.c_uint64), ("btf_id", ctypes.c_uint32),
+                ("func_info_rec_size", ctypes.c_uint32), ("func_info", ctypes.c_uint64),
+                ("nr_func_info", ctypes.c_uint32), ("nr_line_info", ctypes.c_uint32),
+                ("line_info", ctypes.c_uint64), ("jited_line_info", ctypes.c_uint64),
+                ("nr_jited_line_info", ctypes.c_uint32), ("line_info_rec_size", ctypes.c_uint32),
+                ("jited_line_info_rec_size", ctypes.c_uint32), ("nr_prog_tags", ctypes.c_uint32),
+                ("prog_tags", ctypes.c_uint64), ("run_time_ns", ctypes.c_uint64), ("run_cnt", ctypes.c_uint64)]
+
+
+class _StatsAttr(ctypes.Structure):
+    _fields_ = [("type", ctypes.c_uint32)]
 
 
 def _bpf(cmd: int, attr: ctypes.Structure) -> int:
@@ -108,6 +127,9 @@ class ProgInfo:
     tag: str
     map_ids: tuple[int, ...]
     btf_id: int = 0
+    type: str = "xdp"
+    run_cnt: int = 0
+    run_time_ns: int = 0
 
 
 def map_info(fd: int) -> MapInfo:
@@ -143,7 +165,20 @@ def prog_info(fd: int) -> ProgInfo:
     ids = (ctypes.c_uint32 * info.nr_map_ids)()
     info2 = _ProgInfo(nr_map_ids=info.nr_map_ids, map_ids=ctypes.addressof(ids))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
-    return ProgInfo(info.id, info.name.decode(), bytes(info.tag).hex(), tuple(ids), info.btf_id)
+    return ProgInfo(info.id, info.name.decode(), bytes(info.tag).hex(), tuple(ids), info2.btf_id,
+                    PROG_TYPES.get(info2.type, str(info2.type)), info2.run_cnt, info2.run_time_ns)
+
+
+def prog_fd_by_id(prog_id: int) -> int:
+    """An fd of the program with kernel id `prog_id` (close it when done)."""
+    return _bpf(BPF_PROG_GET_FD_BY_ID, _IdAttr(prog_id, 0, 0))
+
+
+def enable_run_stats() -> int:
+    """Turn on the kernel's per-program run count and run time (BPF_ENABLE_STATS) for as long
+    as the returned fd is open: reference-counted by the kernel, so other holders and the
+    kernel.bpf_stats_enabled sysctl are left alone. Close the fd to stop."""
+    return _bpf(BPF_ENABLE_STATS, _StatsAttr(BPF_STATS_RUN_TIME))
 
 
 def possible_cpus() -> int:

@@ -13,7 +13,7 @@ from .errors import LabError
 
 
 def _repro(args: argparse.Namespace) -> int:
-    from .repro import CASES, run_case
+    from .l2fwd.repro import CASES, run_case   # the l2fwd kit's cases
     if args.list or not args.name:
         width = max(map(len, CASES))
         for c in CASES.values():
@@ -68,12 +68,18 @@ def _dump(args: argparse.Namespace) -> int:
 
     from . import uplab
     state = uplab.find(args.lab)
-    if not state["forwarder"]:
-        raise LabError(f"dump the maps of lab {state['name']}", "it has no forwarder", "add a [forwarder] to its file")
-    maps = uplab.maps_of(state)
+    lab = uplab.attach(state)
     try:
+        maps = uplab.maps_of(lab)
+    finally:
+        lab.close()
+    try:
+        if not maps:
+            raise LabError(f"dump the maps of lab {state['name']}", "no XDP program with maps is attached in it",
+                           "add a [[program]] to its file, or attach one")
         if args.map and args.map not in maps:
-            raise LabError(f"dump map {args.map}", "the forwarder has no such map", f"use one of {', '.join(maps)}")
+            raise LabError(f"dump map {args.map}", "no program of the lab has such a map",
+                           f"use one of {', '.join(maps)}")
         chosen = {k: v for k, v in maps.items() if args.map in (None, k)}
         if args.json:
             print(json.dumps(uplab.dump_json(chosen), indent=2, default=lambda b: b.hex(":")))
@@ -90,10 +96,11 @@ def _trace(args: argparse.Namespace) -> int:
     from . import uplab
     from .trace import TRACEFS
     state = uplab.find(args.lab)
-    tag = (state["forwarder"] or {}).get("trace_tag")
+    tag = state.get("trace_tag")
     if tag is None:
-        raise LabError(f"trace lab {state['name']}", "its forwarder was built without bpf_printk lines",
-                       "set debug = true under [forwarder] in its file, then down and up")
+        raise LabError(f"trace lab {state['name']}", "no program of the lab has a trace_tag map to tag its "
+                       "bpf_printk lines with", "build it with its debug flag (cflags = [\"-DL2FWD_DEBUG\"] "
+                       "for bpf/l2fwd.c), then down and up")
     marker = f"l2fwd[{tag}] "
     print(f"bpf_printk lines of lab {state['name']} (Ctrl-C to stop):", file=sys.stderr, flush=True)
     seen, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
@@ -235,7 +242,7 @@ def _kernels(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import bench
+    from .l2fwd import bench    # the l2fwd kit's benchmark
     return bench.main(args.quick, args.json, args.plot)
 
 

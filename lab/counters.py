@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from .ethtool import ethtool_stats
 
 if TYPE_CHECKING:
-    from .topology import Interface, Lab
+    from .built import Interface, Lab
 
 def sysfs_stats(iface: "Interface") -> dict[str, int]:
     """All of /sys/class/net/<if>/statistics, as seen from the interface's namespace."""
@@ -47,6 +47,35 @@ def veth_hop(mode: str, frames: int, total_bytes: int, sender: str = "net1/veth1
     if mode == "drv":
         rx.update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=wire)
     return {sender: {"tx_packets": frames, "tx_bytes": wire}, receiver: rx}
+
+
+def redirected(mode: str, frames: int, total_bytes: int, egress: str, receiver: str, *,
+               napi: bool = False) -> dict[str, dict[str, int]]:
+    """The exact counters of `frames` frames that a program in `mode` redirected out of
+    `egress` into its veth peer `receiver` (the ingress's own counters: veth_hop, plus
+    rx_queue_0_xdp_redirect in drv mode). drv: xdp_frames, counted whole, by the
+    transmit's xdp_xmit and the receiver's NAPI. skb: skbs through the normal transmit; a
+    receiver that runs NAPI (`napi`: a native XDP program on it) counts them 14 bytes short."""
+    if mode == "drv":
+        return {egress: {"tx_packets": frames, "tx_bytes": total_bytes, "tx_queue_0_xdp_xmit": frames},
+                receiver: {"rx_packets": frames, "rx_bytes": total_bytes, "rx_queue_0_xdp_packets": frames,
+                           "rx_queue_0_xdp_bytes": total_bytes}}
+    wire = total_bytes - 14 * frames if napi else total_bytes
+    rx = {"rx_packets": frames, "rx_bytes": wire}
+    if napi:
+        rx.update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=wire)
+    return {egress: {"tx_packets": frames, "tx_bytes": wire}, receiver: rx}
+
+
+def merge(*parts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
+    """Expectations of several hops added up, interface by interface, counter by counter."""
+    out: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for key, counters in part.items():
+            mine = out.setdefault(key, {})
+            for c, v in counters.items():
+                mine[c] = mine.get(c, 0) + v
+    return out
 
 
 class Delta(dict[str, dict[str, int]]):

@@ -22,7 +22,7 @@ from .errors import DataplaneError
 from .packets import Mask, as_mask, field_diff, hexdump, summary
 
 if TYPE_CHECKING:
-    from .topology import Interface
+    from .built import Interface
 
 ETH_P_ALL = 0x0003
 ETH_HLEN = 14

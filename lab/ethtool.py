@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from .errors import LinkError
 
 if TYPE_CHECKING:
-    from .topology import Interface
+    from .built import Interface
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GSTRINGS, ETHTOOL_GSTATS, ETHTOOL_GSSET_INFO = 0x1B, 0x1D, 0x37

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from . import ethtool, xdp
 
 if TYPE_CHECKING:
-    from .topology import Interface, Lab
+    from .built import Interface, Lab
 
 NETLINK_GENERIC = 16
 GENL_ID_CTRL, CTRL_CMD_GETFAMILY, CTRL_ATTR_FAMILY_ID, CTRL_ATTR_FAMILY_NAME = 0x10, 3, 1, 2

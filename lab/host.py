@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 SYSCTL_ROOT = "/proc/sys/net"
+BPFFS = "/sys/fs/bpf"
 VOLATILE = ("nf_conntrack_count", "base_reachable_time", "flush", "stable_secret")
 
 
@@ -37,16 +38,26 @@ def snapshot() -> dict[str, Any]:
         addrs = sorted((a["index"], a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr())
         routes = sorted((r["family"], r.get("RTA_TABLE"), str(r.get("RTA_DST")), r["dst_len"], str(r.get("RTA_OIF")),
                          str(r.get("RTA_GATEWAY"))) for r in ipr.route("dump"))
-    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": _sysctls()}
+    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": _sysctls(), "bpffs": _bpffs()}
+
+
+def _bpffs() -> dict[str, str]:
+    """Everything pinned under /sys/fs/bpf (name -> "pinned"), as far as it can be listed."""
+    out = {}
+    for dirpath, _dirs, files in os.walk(BPFFS):
+        for name in files:
+            out[os.path.join(dirpath, name)[len(BPFFS) + 1:]] = "pinned"
+    return out
 
 
 def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     out = []
-    for kind in ("links", "sysctls"):
-        a, b = before[kind], after[kind]
+    for kind in ("links", "sysctls", "bpffs"):
+        a, b = before.get(kind, {}), after.get(kind, {})
         for k in sorted(set(a) | set(b)):
             if a.get(k) != b.get(k):
-                out.append(f"{kind[:-1]} {k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}")
+                what = "pinned object" if kind == "bpffs" else kind[:-1]
+                out.append(f"{what} {k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}")
     for kind in ("addresses", "routes"):
         gone, new = set(before[kind]) - set(after[kind]), set(after[kind]) - set(before[kind])
         out += [f"{kind[:-1]} removed: {x}" for x in sorted(gone, key=str)]

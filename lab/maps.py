@@ -6,13 +6,19 @@ refused with both layouts named (the seed's 16-byte Go struct against the map's 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import ipaddress
+import re
 import struct
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
 from .errors import MapError
+
+if TYPE_CHECKING:
+    from .built import Interface
 
 _SCALARS = {"u8": ("B", 1), "u16": ("H", 2), "u32": ("I", 4), "u64": ("Q", 8),
             "i8": ("b", 1), "i16": ("h", 2), "i32": ("i", 4), "i64": ("q", 8)}
@@ -172,6 +178,110 @@ class Layout:
         return out
 
 
+_MAC = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+
+
+def _is_iface(v: object) -> bool:
+    return hasattr(v, "ifindex") and hasattr(v, "ns") and hasattr(v, "key")
+
+
+def encode_field(f: Field, v: Any, where: str) -> bytes:
+    """One field's bytes from a Python value: an int (as the C type expects, little-endian),
+    an Interface (its ifindex), an IPv4 string for a 4-byte field (the 4 bytes in network
+    order, as an address sits in a header), a MAC string for a 6-byte array, or raw bytes."""
+    if _is_iface(v):
+        v = v.ifindex
+    if isinstance(v, (bytes, bytearray)):
+        if len(v) != f.size:
+            raise MapError(f"encode {where}", f"{len(v)} bytes given, {f.ctype} holds {f.size}",
+                           f"give exactly {f.size} bytes")
+        return bytes(v)
+    if isinstance(v, str):
+        if f.size == 4 and v.count(".") == 3:
+            try:
+                return ipaddress.IPv4Address(v).packed
+            except ValueError:
+                raise MapError(f"encode {where}", f"{v!r} is not an IPv4 address", "write it as 192.168.0.1") from None
+        if f.size == 6 and f.scalar == "u8":
+            if not _MAC.match(v):
+                raise MapError(f"encode {where}", f"{v!r} is not a MAC address", "write it as 02:00:00:00:00:01")
+            return bytes.fromhex(v.replace(":", ""))
+        raise MapError(f"encode {where}", f"a string ({v!r}) for a field of type {f.ctype}",
+                       "give an int" + (", an IPv4 string" if f.size == 4 else "") +
+                       (", a MAC string" if f.size == 6 else "") + " or bytes")
+    if isinstance(v, bool) or not isinstance(v, int) and not (f.count and isinstance(v, (list, tuple))):
+        raise MapError(f"encode {where}", f"{type(v).__name__} {v!r} for a field of type {f.ctype}",
+                       "give an int, a string (address) or bytes")
+    fmt = "<" + _SCALARS[f.scalar][0]
+    buf = bytearray(f.size)
+    try:
+        if f.count:
+            items = list(v) if isinstance(v, (list, tuple)) else None
+            if items is None:
+                raise MapError(f"encode {where}", f"an int ({v}) for the array {f.ctype}",
+                               f"give {f.count} items, bytes" + (" or a MAC string" if f.size == 6 else ""))
+            if len(items) != f.count:
+                raise MapError(f"encode {where}", f"{len(items)} items, {f.ctype} holds {f.count}",
+                               f"give {f.count} items")
+            for i, item in enumerate(items):
+                struct.pack_into(fmt, buf, i * _SCALARS[f.scalar][1], item)
+        else:
+            struct.pack_into(fmt, buf, 0, v)
+    except struct.error as e:
+        raise MapError(f"encode {where}", f"{v!r} does not fit {f.ctype}: {e}",
+                       f"give a value in the range of {f.ctype}") from None
+    return bytes(buf)
+
+
+def encode(layout: Layout, value: Any, where: str) -> bytes:
+    """A key or value of `layout` from bytes, a scalar (see encode_field) or, for a struct,
+    a dict by field name: {"outif": 3, "dst_mac": "00:00:11:22:33:44"}."""
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != layout.size:
+            raise MapError(f"encode {where}", f"{len(value)} bytes given, {layout.describe()} has {layout.size}",
+                           f"give exactly {layout.size} bytes, or the fields by name")
+        return bytes(value)
+    if isinstance(value, dict):
+        names = [f.name for f in layout.fields]
+        missing = [n for n in names if n not in value]
+        extra = sorted(str(k) for k in value if k not in names)
+        if missing or extra:
+            raise MapError(f"encode {where}", f"missing fields {missing}, unknown fields {extra}",
+                           f"give exactly the fields of {layout.describe()}")
+        buf = bytearray(layout.size)
+        for f in layout.fields:
+            buf[f.offset:f.offset + f.size] = encode_field(f, value[f.name], f"{where} field {f.name}")
+        return bytes(buf)
+    if len(layout.fields) == 1 and layout.fields[0].offset == 0 and layout.fields[0].size == layout.size:
+        return encode_field(layout.fields[0], value, where)
+    raise MapError(f"encode {where}", f"{type(value).__name__} {value!r} for {layout.describe()}",
+                   "give the fields by name as a dict, or raw bytes")
+
+
+def decode(layout: Layout, raw: bytes) -> Any:
+    """A key or value for people and JSON: a scalar as an int, a struct as a dict by field name;
+    6-byte arrays as MAC strings, other byte arrays as hex."""
+    def show(v: Any) -> Any:
+        if isinstance(v, bytes):
+            return ":".join(f"{b:02x}" for b in v) if len(v) == 6 else v.hex(" ")
+        return v
+    fields = {k: show(v) for k, v in layout.unpack(raw).items()}
+    return fields["value"] if layout.is_scalar else fields
+
+
+def address_note(raw: bytes, addresses: dict[bytes, str]) -> str:
+    """What a 4-byte key or field says about the lab's addresses: "192.168.0.1", or that it is
+    the byte-swapped form of one (written in host order, where the program reads network order)."""
+    if len(raw) != 4:
+        return ""
+    if raw in addresses:
+        return f"= {addresses[raw]} (network order)"
+    if raw[::-1] in addresses:
+        return (f"BYTE-SWAPPED {addresses[raw[::-1]]}: written in host order, the program compares it with "
+                f"the address as it sits in the header ({hexbytes(raw[::-1])})")
+    return ""
+
+
 def hexbytes(raw: bytes) -> str:
     """Bytes as `bpftool map dump` prints them: "07 00 00 00  00 00 11 22"."""
     groups = [" ".join(f"{b:02x}" for b in raw[i:i + 8]) for i in range(0, len(raw), 8)]
@@ -185,7 +295,12 @@ class MapView:
         self.fd = fd
         self.info = bpfsys.map_info(fd)
         self.key_layout, self.value_layout = key, value
-        self.key_format = key.format          # replaced where a key means more (an IPv4 address)
+        self.key_format = self._key_text      # replaced where a key means more
+        self.home: "Interface | None" = None
+        """Where the program using this map is attached: interface-valued entries given as
+        ifindexes are resolved (and checked) in its namespace."""
+        self.addresses: dict[bytes, str] = {}
+        """The lab's IPv4 addresses (4 bytes, network order) -> name, to annotate dumps."""
         self.percpu = self.info.type in bpfsys.PERCPU_TYPES
         self.ncpus = bpfsys.possible_cpus() if self.percpu else 1
         self.stride = (self.info.value_size + 7) // 8 * 8 if self.percpu else self.info.value_size
@@ -193,6 +308,13 @@ class MapView:
     @property
     def name(self) -> str:
         return self.info.name
+
+    def _key_text(self, raw: bytes) -> str:
+        """A key for people: a 4-byte key that holds one of the lab's addresses as it sits in a
+        header is shown dotted, anything else by its layout."""
+        if len(raw) == 4 and raw in self.addresses:
+            return str(ipaddress.IPv4Address(raw))
+        return self.key_layout.format(raw)
 
     def _check(self, what: str, raw: bytes, size: int, layout: Layout, given: Layout | None, op: str) -> None:
         if len(raw) != size:
@@ -219,6 +341,59 @@ class MapView:
         except OSError as e:
             raise MapError(f"update {self.name}[{hexbytes(key)}]", e.strerror or str(e),
                            "check the key and value against `bpftool map dump`", errno=e.errno) from None
+
+    # by field name ---------------------------------------------------------------------
+    @property
+    def holds_interfaces(self) -> bool:
+        return self.info.type in bpfsys.INTERFACE_TYPES
+
+    def _writer(self, value: Any) -> contextlib.AbstractContextManager[None]:
+        """The namespace an interface-valued entry must be written from (the kernel resolves
+        a devmap's ifindex in the writer's namespace): the named interface's own, or, for a
+        bare ifindex, the namespace of the program that uses the map, after checking that
+        the ifindex names an interface there."""
+        if not self.holds_interfaces:
+            return contextlib.nullcontext()
+        if isinstance(value, dict):
+            value = value.get("ifindex", next(iter(value.values()), None))
+        if _is_iface(value):
+            return value.ns.entered()
+        index = int.from_bytes(value, "little") if isinstance(value, (bytes, bytearray)) else value
+        if self.home is None:
+            raise MapError(f"update {self.name} with ifindex {index}", "the map names interfaces, and no program "
+                           "using it is attached, so the namespace that ifindex belongs to is unknown",
+                           "give the interface itself (lab.iface('ns/if')), or attach the program first")
+        home = self.home
+        if not isinstance(index, int) or not any(link["index"] == index for link in home.ns.ipr.get_links()):
+            raise MapError(f"update {self.name} with ifindex {index}",
+                           f"no interface of namespace {home.nsname} (where the program runs) has that ifindex",
+                           f"give the interface itself (lab.iface('ns/if')); {home.nsname} has "
+                           f"{', '.join(f'{i.name}={i.ifindex}' for i in home.lab.interfaces.values() if i.ns is home.ns)}")
+        return home.ns.entered()
+
+    def put(self, key: Any, value: Any) -> None:
+        """Write one entry by value: ints, interfaces, IPv4 and MAC strings, dicts by field name
+        (see encode()). Interface-valued maps are written from the right namespace."""
+        raw_key = encode(self.key_layout, key, f"key of {self.name}")
+        raw_value = encode(self.value_layout, value, f"value of {self.name}")
+        with self._writer(value):
+            self.update(raw_key, raw_value)
+
+    def get(self, key: Any) -> Any:
+        """The decoded value at `key` (None: no entry); per-CPU integer values summed."""
+        raw_key = encode(self.key_layout, key, f"key of {self.name}")
+        raw = self.sum_percpu(raw_key) if self.percpu else self.lookup(raw_key)
+        return None if raw is None else decode(self.value_layout, raw)
+
+    def entries(self) -> dict[Any, Any]:
+        """Every entry decoded (arrays: the non-zero ones); keys that are dicts become tuples."""
+        out: dict[Any, Any] = {}
+        for k, v in self.items():
+            if v is None or (self.info.type in bpfsys.ARRAY_TYPES and not any(v)):
+                continue
+            key = decode(self.key_layout, k)
+            out[tuple(key.values()) if isinstance(key, dict) else key] = decode(self.value_layout, v)
+        return out
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value at `key` (None: no entry). Per-CPU maps have one value per CPU:
@@ -287,6 +462,9 @@ class MapView:
                 lines.append(f"       {self.key_format(k)} -> {self.value_layout.format(v)}")
             except MapError:
                 pass
+            note = address_note(k, self.addresses)
+            if note:
+                lines.append(f"       key {note}")
         if not self.readable:
             lines.append(f"(values of a {self.info.type} cannot be read from user space)")
         lines.append(f"Found {n} element{'s' if n != 1 else ''}")

@@ -1,63 +1,49 @@
-"""The pytest plugin: fixtures, options and markers of the lab (loaded by the root conftest.py).
+"""The lab's pytest plugin: fixtures, options and markers for any XDP program.
 
 Fixtures (each makes one change and undoes it):
-  lab_topology   the Topology to build (default: SEED); override it in a test module
+  lab_topology   the Topology to build: override it in your test module or conftest.py
   lab            the built Lab: namespaces and veth pairs, removed after the test
   xdp_mode       "skb" or "drv": every test that uses it runs once per mode (ids skb, drv)
-  l2fwd_peer     how the peers of the forwarder namespace's other interfaces (the redirect
-                 targets' peers) are set up: "none", "pass" (xdp_pass in drv mode) or "gro";
-                 default "pass" in drv mode, "none" in skb mode. Parametrize it to change it.
-  dut            the forwarder behind one interface, parametrized unit / live-skb / live-drv:
-                 dut.route(dst, outif, mac), dut.run(frame) -> Outcome(verdict, output, target)
-  l2fwd          the l2fwd forwarder (compiled once per process) attached in xdp_mode to the
-                 lab's forwarder interface (default fwd/veth0), with a preflight check before
-                 every send: frames that would vanish fail the test at once, with the reason
-  l2fwd_kind     "bcc" or "elf": every test that uses l2fwd (or dut) runs once per variant
-  l2fwd_program  the Program the l2fwd and dut fixtures load
+  xdp_program    factory: xdp_program("bpf/prog.bpf.o:func") -> XdpProgram, loaded once per
+                 process, detached and its maps emptied after the test
+  lab_program    the Program under test: each --lab-program, else the module's
+                 @pytest.mark.lab_program("PATH[:FUNCTION]")
   lab_findings   record(**facts): what a scenario saw, for the kernel matrix's table
 Markers:
   xdp_modes("skb", ...)        restrict xdp_mode for a test
-  l2fwd_at("ns/if")            where l2fwd is attached
+  lab_program("PATH[:FN]")     the program a test runs when no --lab-program is given
   expect_drops                 the test is about vanishing frames: no preflight check
 Options:
-  --lab-forwarders KINDS       the l2fwd variants every l2fwd test runs against: bcc (bpf/l2fwd.c,
-                               compiled by bcc), elf (bpf/l2fwd.bpf.o, built by clang, loaded by
-                               libbpf); default "bcc,elf"
-  --lab-forwarder PATH         your own forwarder instead: a bcc C source, or an ELF object (.o)
-  --lab-debug                  build it with -DL2FWD_DEBUG: bpf_printk lines in failure reports
+  --lab-program PATH[:FN]      the program(s) that tests using `lab_program` run against
   --lab-artifacts DIR          where reports are kept (default .lab-artifacts), one folder per test
   --lab-keep failed|all        keep reports of failed tests (default) or of every test
 """
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import host, names, report, sweep, trace
-from .backends import LiveBackend, UnitBackend
+from . import host, names, preflight, programs, report, sweep
+from .built import Lab, build
 from .dataplane import Port
-from .forwarder import L2FWD, L2fwd, Program, l2fwd_variant
-from .repro import l2fwd_on
-from .topology import SEED, Lab, Topology, build
+from .errors import LabError
+from .programs import Program, Use, XdpProgram
+from .topology import Topology
 from .xdp import MODES
-
 
 _HOST = pytest.StashKey[dict]()
 _frames = [0]       # frames sent by finished xdist workers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("xdplab", "XDP forwarder lab")
-    group.addoption("--lab-forwarder", metavar="PATH", default=None,
-                    help="your forwarder: a bcc C source or a clang-built ELF object (.o) with xdp_l2fwd")
-    group.addoption("--lab-forwarders", metavar="KINDS", default="bcc,elf",
-                    help="l2fwd variants to run every l2fwd test against: bcc, elf or bcc,elf (default)")
-    group.addoption("--lab-debug", action="store_true",
-                    help="build the forwarder with -DL2FWD_DEBUG; failure reports show its bpf_printk lines")
+    group = parser.getgroup("xdplab", "XDP program lab")
+    group.addoption("--lab-program", metavar="PATH[:FUNCTION]", action="append", default=[],
+                    help="an XDP program (bcc C source or clang-built ELF object) that tests using the "
+                         "lab_program fixture run against; repeat for several")
     group.addoption("--lab-artifacts", metavar="DIR", default=".lab-artifacts",
                     help="directory for failure reports, one folder per test (default .lab-artifacts)")
     group.addoption("--lab-keep", choices=("failed", "all"), default="failed",
@@ -67,8 +53,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     names.run_id()   # set once in the controller, so that xdist workers share it
     for line in ("xdp_modes(*modes): attach modes to run a test in (default: skb and drv)",
-                 "l2fwd_at(key): the interface ('ns/if') the l2fwd fixture attaches to (default fwd/veth0)",
-                 "expect_drops: the test is about vanishing frames; the l2fwd preflight check is off"):
+                 "lab_program(spec): the program (PATH[:FUNCTION]) a test runs when no --lab-program is given",
+                 "expect_drops: the test is about vanishing frames; the preflight check is off"):
         config.addinivalue_line("markers", line)
 
 
@@ -107,9 +93,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Controller: sweep what killed workers left; fail the session if the root namespace
-    changed (links, addresses, routes, sysctls). Worker: report its frame count."""
+    """Every process: close the BPF objects it loaded (and their pins). Controller: sweep what
+    killed workers left; fail the session if the root namespace changed (links, addresses,
+    routes, sysctls, pinned objects). Worker: report its frame count."""
     config = session.config
+    programs.close_objects()
     if not _is_controller(config):
         config.workeroutput["xdplab_frames"] = Port.total_sent
         return
@@ -123,21 +111,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
-def _kinds(config: pytest.Config) -> list[str]:
-    path = config.getoption("--lab-forwarder")
-    if path is not None:
-        return ["elf" if path.endswith(".o") else "bcc"]
-    kinds = [k.strip() for k in config.getoption("--lab-forwarders").split(",") if k.strip()]
-    bad = [k for k in kinds if k not in ("bcc", "elf")]
-    if bad or not kinds:
-        raise pytest.UsageError(f"choose forwarder variants {kinds}: unknown {bad}; use bcc, elf or bcc,elf")
-    return kinds
+def _program_specs(metafunc: pytest.Metafunc) -> list[str]:
+    given: list[str] = metafunc.config.getoption("--lab-program")
+    if given:
+        return given
+    marker = metafunc.definition.get_closest_marker("lab_program")
+    if marker is None or not marker.args:
+        raise pytest.UsageError(f"run {metafunc.definition.nodeid}: it uses lab_program, but no --lab-program "
+                                "was given and it has no @pytest.mark.lab_program(\"PATH[:FUNCTION]\")")
+    return [str(a) for a in marker.args]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "l2fwd_kind" in metafunc.fixturenames:
-        kinds = _kinds(metafunc.config)
-        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds)
     if "xdp_mode" in metafunc.fixturenames:
         marker = metafunc.definition.get_closest_marker("xdp_modes")
         modes = list(marker.args) if marker else list(MODES)
@@ -146,18 +131,43 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
             raise pytest.UsageError(f"mark {metafunc.definition.nodeid} with xdp_modes: unknown mode(s) "
                                     f"{unknown}; use {', '.join(MODES)}")
         metafunc.parametrize("xdp_mode", modes, ids=modes)
+    if "lab_program" in metafunc.fixturenames:
+        specs = _program_specs(metafunc)
+        metafunc.parametrize("lab_program", specs, ids=[Path(s).name for s in specs], indirect=True)
 
 
 @pytest.fixture
 def lab_topology() -> Topology:
-    """The topology the `lab` fixture builds. Override this fixture to build another."""
-    return SEED
+    """The topology the `lab` fixture builds.
+
+    Scope: function. Depends on: nothing. Override it in your test module or conftest.py
+    (or parametrize it)::
+
+        @pytest.fixture
+        def lab_topology():
+            return Topology((Veth(End("h1", "veth1", ip="10.0.0.1/24"), End("dut", "veth0")),))
+    """
+    pytest.fail("build the lab: no topology; define a `lab_topology` fixture in your test module or conftest.py "
+                "returning a lab.topology.Topology (see the README)", pytrace=False)
 
 
 @pytest.fixture
-def lab(lab_topology: Topology) -> Iterator[Lab]:
-    """The built lab; everything in it is removed after the test, pass or fail."""
-    built = build(lab_topology)
+def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]:
+    """The built lab: namespaces and veth pairs of `lab_topology`, with a preflight check of
+    every attached program's redirect targets before each send (off with expect_drops).
+
+    Scope: function. Depends on: lab_topology. Everything in it is removed after the test,
+    pass or fail, in reverse order. Example::
+
+        def test_up(lab):
+            assert lab.iface("dut/veth0").ifindex > 0
+    """
+    try:
+        built = build(lab_topology)
+    except LabError as e:
+        pytest.fail(str(e), pytrace=False)
+    if request.node.get_closest_marker("expect_drops") is None:
+        built.checks.append(lambda: preflight.check(built))
     try:
         yield built
     finally:
@@ -165,42 +175,78 @@ def lab(lab_topology: Topology) -> Iterator[Lab]:
 
 
 @pytest.fixture
-def l2fwd_program(request: pytest.FixtureRequest, l2fwd_kind: str) -> Program:
-    """The forwarder program under test: the l2fwd variant `l2fwd_kind` (bcc or elf), or
-    --lab-forwarder; --lab-debug builds in its bpf_printk lines."""
-    path = request.config.getoption("--lab-forwarder")
-    debug = request.config.getoption("--lab-debug")
-    if path is None:
-        return l2fwd_variant(l2fwd_kind, debug)
-    source = Path(path).resolve()
-    if not source.is_file():
-        raise pytest.UsageError(f"load forwarder {path}: no such file; give a bcc C source or an ELF object")
-    program = Program(source, L2FWD.function, kind=l2fwd_kind)
-    return program.with_flags("-DL2FWD_DEBUG") if debug and l2fwd_kind == "bcc" else program
+def lab_program(request: pytest.FixtureRequest) -> Program:
+    """The program under test: each --lab-program in turn, else the test's
+    @pytest.mark.lab_program("PATH[:FUNCTION]") (relative to the test file, or the working
+    directory). Scope: function. Depends on: nothing. Example::
+
+        @pytest.mark.lab_program("prog.bpf.o:xdp_main")
+        def test_it(lab, xdp_program, lab_program):
+            prog = xdp_program(lab_program)
+    """
+    spec = str(request.param)
+    base = Path(str(request.node.fspath)).parent
+    path = spec.rpartition(":")[0] if ":" in spec else spec
+    if not Path(path).is_absolute() and not (base / path).exists():
+        base = Path.cwd()
+    try:
+        return Program.parse(spec, base=base)
+    except LabError as e:
+        raise pytest.UsageError(str(e)) from None
 
 
 @pytest.fixture
-def l2fwd_peer(xdp_mode: str) -> str:
-    """How the redirect targets' peers are set up: "pass" in drv mode, "none" in skb mode."""
-    return "pass" if xdp_mode == "drv" else "none"
+def xdp_program() -> Iterator[Callable[..., XdpProgram]]:
+    """Factory: `xdp_program(spec, function=None)` -> XdpProgram.
 
+    `spec` is a Program or "PATH[:FUNCTION]" (a bcc C source or a clang-built ELF object);
+    FUNCTION may be left out when the object has one XDP program. Objects are loaded once
+    per process; programs of one object asked for in one test share its maps. Everything is
+    detached, and the maps emptied, after the test. Scope: function. Depends on: nothing.
+    Example::
 
-@pytest.fixture
-def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: str,
-          l2fwd_program: Program) -> Iterator[L2fwd]:
-    """l2fwd attached in `xdp_mode`; detached and its maps emptied after the test."""
-    at = request.node.get_closest_marker("l2fwd_at")
-    with l2fwd_on(lab, xdp_mode, l2fwd_peer, l2fwd_program, at.args[0] if at else "fwd/veth0") as fwd:
-        fwd.set_trace_tag(trace.new_tag(request.node.nodeid))
-        if request.node.get_closest_marker("expect_drops") is None:
-            lab.checks.append(lambda: fwd.preflight(lab, xdp_mode))
-        yield fwd
+        def test_ring(lab, xdp_program):
+            ring0 = xdp_program("bpf/ring.bpf.o:xdp_ring_0")
+            ring1 = xdp_program("bpf/ring.bpf.o", "xdp_ring_1")     # shares ring0's maps
+            ring0.attach(lab.iface("ring/veth0"), "drv")
+    """
+    uses: dict[tuple[Path, tuple[str, ...], str], Use] = {}
+    made: list[XdpProgram] = []
+
+    def make(spec: Program | str, function: str | None = None) -> XdpProgram:
+        program = spec if isinstance(spec, Program) else Program.parse(spec, function)
+        if function is not None and isinstance(spec, Program):
+            program = program.named(function)
+        use = uses.get(program.object_key)
+        p = XdpProgram(program, use=use) if use is not None else XdpProgram(program)
+        if use is None:
+            uses[program.object_key] = p.use
+        made.append(p)
+        return p
+
+    try:
+        yield make
+    finally:
+        errors: list[LabError] = []
+        for p in reversed(made):
+            try:
+                p.close()
+            except LabError as e:
+                errors.append(e)
+        for u in uses.values():
+            try:
+                u.close()
+            except LabError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 @pytest.fixture
 def lab_findings(request: pytest.FixtureRequest) -> Any:
     """record(**facts): what a scenario saw, as a JSON line in $XDPLAB_FINDINGS (the kernel
-    matrix collects them: which counter moved on which kernel). A no-op otherwise."""
+    matrix collects them: which counter moved on which kernel). A no-op otherwise.
+    Scope: function. Depends on: nothing. Example: `lab_findings(arrived=0, sent=100)`."""
     import json
     import platform
 
@@ -210,21 +256,6 @@ def lab_findings(request: pytest.FixtureRequest) -> Any:
             with open(path, "a") as f:
                 f.write(json.dumps({"test": request.node.nodeid, "kernel": platform.release(), **facts}) + "\n")
     return record
-
-
-@pytest.fixture(params=["unit", "live-skb", "live-drv"])
-def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[Any]:
-    """The forwarder under test behind one interface, three ways: `unit` (BPF_PROG_TEST_RUN,
-    no namespaces) or `live-skb`/`live-drv` (the seed lab, frames from net1). Scenarios
-    written against it run unchanged on each: dut.route(...), dut.run(frame) -> Outcome."""
-    if request.param == "unit":
-        with L2fwd(l2fwd_program) as fwd:
-            yield UnitBackend(fwd)
-        return
-    mode = request.param.split("-")[1]
-    built = request.getfixturevalue("lab")
-    with l2fwd_on(built, mode, "pass" if mode == "drv" else "none", l2fwd_program) as fwd:
-        yield LiveBackend(built, fwd, mode)
 
 
 @pytest.hookimpl(hookwrapper=True)

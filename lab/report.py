@@ -6,9 +6,11 @@ Sections (also written as files by `write()`):
             delta, as `ip -s -s link` and
             `ethtool -S` would show them
   xdp       attach state per interface: mode and program id, as `ip -d link` shows them
-  maps      every map of every forwarder, raw bytes and decoded fields (bpftool map dump)
-  verdicts  the forwarder's verdict counters
-  trace     the bpf_printk lines this test's program printed (debug builds)
+  programs  every program attached in the lab (loaded or adopted): where, in which mode, its
+            id, and the kernel's run count and run time
+  maps      every map of every program, raw bytes and decoded fields (bpftool map dump)
+  verdicts  the verdict counters of programs that keep them (the l2fwd kit's)
+  trace     the bpf_printk lines this test's programs printed (debug builds)
   pcaps     one pcap file per capture (files only)
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from . import trace, xdp
 from .counters import Snapshot
 
 if TYPE_CHECKING:
-    from .topology import Lab
+    from .built import Lab
 
 ALWAYS = ("rx_packets", "rx_bytes", "rx_dropped", "rx_errors", "tx_packets", "tx_bytes", "tx_dropped", "tx_errors")
 
@@ -48,23 +50,43 @@ def xdp_table(lab: "Lab") -> str:
     return "\n".join(f"{key:<16} {xdp.query(i)}" for key, i in lab.interfaces.items())
 
 
+def programs_table(lab: "Lab") -> str:
+    out = []
+    for p in lab.programs:
+        runs, ns = p.run_stats()
+        where = ", ".join(f"{i.key} ({mode}, id {pid})" for i, mode, pid in p.placements()) or "not attached"
+        avg = f", {ns // runs} ns a run" if runs else ""
+        out.append(f"{p.name}: {where}; ran {runs} times{avg}")
+    return "\n".join(out) or "(no program is attached in the lab)"
+
+
 def collect(lab: "Lab") -> dict[str, str]:
     """Every section of the report, as text."""
-    sections = {"counters": counters_table(lab), "xdp": xdp_table(lab)}
+    sections = {"counters": counters_table(lab), "xdp": xdp_table(lab), "programs": programs_table(lab)}
     maps, verdicts, lines = [], [], []
-    for f in lab.forwarders:
-        maps.append(f"== {f.program.source.name} ({f.compiled.info.name}, id {f.compiled.info.id})\n{f.dump()}")
-        if hasattr(f, "verdicts"):
-            verdicts.append(f"{f.program.source.name}: " + ", ".join(f"{k} {v}" for k, v in f.verdicts().items()))
-        tag = getattr(f, "trace_tag", None)
+    seen: set[int] = set()
+    for p in lab.programs:
+        mine = {n: m for n, m in p.maps.items() if m.info.id not in seen}
+        seen.update(m.info.id for m in mine.values())
+        if mine:
+            maps.append(f"== maps of {p.name}\n" + "\n\n".join(m.dump() for m in mine.values()))
+        counted = getattr(p, "verdicts", None)
+        if counted is not None:
+            verdicts.append(f"{p.name}: " + ", ".join(f"{k} {v}" for k, v in counted().items()))
+        else:
+            verdicts.append(f"{p.name}: keeps no verdict counters; the kernel counted {p.run_stats()[0]} runs")
+        tag = getattr(p, "trace_tag", None)
         if tag is not None:
             lines += trace.tagged_lines(tag) or [f"(no bpf_printk line carries l2fwd[{tag}])"]
-        elif hasattr(f, "verdicts"):
-            lines.append(f"({f.program.source.name} was built without L2FWD_DEBUG: run pytest with --lab-debug "
+        elif counted is not None:
+            lines.append(f"({p.name} was built without L2FWD_DEBUG: run pytest with --lab-debug "
                          "to record its bpf_printk lines)")
-    sections["maps"] = "\n\n".join(maps) or "(no forwarder)"
-    sections["verdicts"] = "\n".join(verdicts) or "(no forwarder)"
-    sections["trace"] = "\n".join(lines) or "(no forwarder)"
+        else:
+            lines.append(f"({p.name}: its bpf_printk lines are in /sys/kernel/tracing/trace, untagged)")
+    none = "(no program is attached in the lab)"
+    sections["maps"] = "\n\n".join(maps) or none
+    sections["verdicts"] = "\n".join(verdicts) or none
+    sections["trace"] = "\n".join(lines) or none
     return sections
 
 

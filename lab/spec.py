@@ -1,6 +1,12 @@
-"""Labs written as TOML files: the topology, the forwarder and its attach mode, and the map
+"""Labs written as TOML files: the topology, the programs and where they attach, and map
 entries. `topologies/seed.toml` is the seed notes' lab; a scenario can load one with
 `load("topologies/seed.toml").topology`, and `python -m lab up FILE` builds one for people.
+
+    [[veth]]      a = { ns = "fwd", name = "veth0", mac = "...", ip = "10.0.0.1/24", mtu = 1500 }, b = {...}
+    [[program]]   program = "PATH[:FUNCTION]" (from the file's folder), attach = "ns/if" (or a list),
+                  mode = "skb" | "drv", peers = "none" | "pass" | "gro", cflags = [...] (bcc only)
+    [[entry]]     map = "name", key = ..., value = ...: ints, "ns/if" (that interface's ifindex,
+                  written from its namespace), IPv4 and MAC strings, tables by field name
 """
 from __future__ import annotations
 
@@ -9,44 +15,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import TopologyError
-from .forwarder import Program, l2fwd_variant
-from .topology import End, Topology, Veth, check_ipv4, check_mac
+from .errors import LabError, TopologyError
+from .peers import PEERS
+from .programs import Program
+from .topology import End, Topology, Veth
+from .xdp import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
-END_KEYS = {"ns", "name", "mac", "ip", "mtu", "rx_queues", "tx_queues"}
+END_KEYS = {"ns": str, "name": str, "mac": str, "ip": str, "mtu": int, "rx_queues": int, "tx_queues": int}
+PROGRAM_KEYS = {"program": str, "attach": (str, list), "mode": str, "peers": str, "cflags": list}
+ENTRY_KEYS = {"map", "key", "value"}
 
 
 @dataclass(frozen=True)
-class Route:
-    dst: str
-    via: str
-    mac: str
-
-
-@dataclass(frozen=True)
-class ForwarderSpec:
-    program: str = "l2fwd"
-    kind: str = "bcc"
-    attach: str = "fwd/veth0"
+class ProgramSpec:
+    program: Program
+    attach: tuple[str, ...]
     mode: str = "skb"
     peers: str = "none"
-    debug: bool = False
 
-    def resolve(self, base: Path) -> Program:
-        if self.program == "l2fwd":
-            return l2fwd_variant(self.kind, self.debug)
-        path = (base / self.program).resolve()
-        kind = "elf" if path.suffix == ".o" else "bcc"
-        program = Program(path, "xdp_l2fwd", kind=kind)
-        return program.with_flags("-DL2FWD_DEBUG") if self.debug and kind == "bcc" else program
+
+@dataclass(frozen=True)
+class Entry:
+    map: str
+    key: Any
+    value: Any
 
 
 @dataclass(frozen=True)
 class LabSpec:
     topology: Topology
-    forwarder: ForwarderSpec | None
-    routes: tuple[Route, ...] = ()
+    programs: tuple[ProgramSpec, ...] = ()
+    entries: tuple[Entry, ...] = ()
     path: Path = field(default=ROOT)
 
     @property
@@ -58,13 +58,43 @@ def _fail(path: Path, where: str, reason: str, fix: str) -> TopologyError:
     return TopologyError(f"read lab file {path} ({where})", reason, fix)
 
 
-def _end(path: Path, where: str, raw: Any) -> End:
-    if not isinstance(raw, dict) or not {"ns", "name"} <= set(raw):
-        raise _fail(path, where, "an end needs at least ns and name", 'write { ns = "fwd", name = "veth0" }')
-    unknown = set(raw) - END_KEYS
+_TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a table", bool: "true or false"}
+
+
+def _typed(path: Path, where: str, key: str, value: Any, want: type | tuple[type, ...]) -> Any:
+    wants = want if isinstance(want, tuple) else (want,)
+    if isinstance(value, bool) and bool not in wants or not isinstance(value, wants):
+        got = f"the {type(value).__name__} {value!r}" if not isinstance(value, dict) else "a table"
+        raise _fail(path, where, f"key {key!r}: expected {' or '.join(_TYPE_NAMES[w] for w in wants)}, got {got}",
+                    f"write {key} as {_TYPE_NAMES[wants[0]]}")
+    return value
+
+
+def _table(path: Path, where: str, raw: Any, keys: dict[str, Any] | set[str], required: set[str]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise _fail(path, where, f"expected a table, got {type(raw).__name__} {raw!r}", "see the README's lab files")
+    unknown = set(raw) - set(keys)
     if unknown:
-        raise _fail(path, where, f"unknown keys {sorted(unknown)}", f"use {sorted(END_KEYS)}")
-    return End(**raw)
+        raise _fail(path, where, f"unknown keys {sorted(unknown)}", f"use {sorted(keys)}")
+    missing = required - set(raw)
+    if missing:
+        raise _fail(path, where, f"missing keys {sorted(missing)}", f"add {', '.join(sorted(missing))}")
+    if isinstance(keys, dict):
+        for k, v in raw.items():
+            _typed(path, where, k, v, keys[k])
+    return raw
+
+
+def _end(path: Path, where: str, raw: Any) -> End:
+    return End(**_table(path, where, raw, END_KEYS, {"ns", "name"}))
+
+
+def _list(path: Path, data: dict[str, Any], key: str) -> list[Any]:
+    value = data.get(key, [])
+    if not isinstance(value, list):
+        raise _fail(path, key, f"expected a list of tables ([[{key}]]), got {type(value).__name__} {value!r}",
+                    f"write each as a [[{key}]] section")
+    return value
 
 
 def load(file: str | Path) -> LabSpec:
@@ -75,38 +105,52 @@ def load(file: str | Path) -> LabSpec:
     except FileNotFoundError:
         raise TopologyError(f"read lab file {path}", "no such file",
                             "give a path such as topologies/seed.toml") from None
+    except IsADirectoryError:
+        raise TopologyError(f"read lab file {path}", "it is a directory", "give a .toml file in it") from None
+    except (UnicodeDecodeError, OSError) as e:
+        raise TopologyError(f"read lab file {path}", str(e), "give a TOML text file") from None
     except tomllib.TOMLDecodeError as e:
         raise TopologyError(f"read lab file {path}", f"not valid TOML: {e}", "fix the syntax") from None
-    unknown = set(data) - {"name", "forwarder", "veth", "route", "namespaces"}
-    if unknown:
-        raise _fail(path, "top level", f"unknown keys {sorted(unknown)}", "use name, namespaces, forwarder, veth, route")
+    _table(path, "top level", data, {"name": str, "namespaces": list, "veth": list, "program": list,
+                                     "entry": list}, set())
     veths = []
-    for i, v in enumerate(data.get("veth", [])):
-        if set(v) != {"a", "b"}:
-            raise _fail(path, f"veth {i + 1}", "a veth has exactly two ends, a and b", "write a = {...} and b = {...}")
-        veths.append(Veth(_end(path, f"veth {i + 1} a", v["a"]), _end(path, f"veth {i + 1} b", v["b"])))
+    for i, v in enumerate(_list(path, data, "veth")):
+        where = f"[[veth]] {i + 1}"
+        _table(path, where, v, {"a": dict, "b": dict}, {"a", "b"})
+        veths.append(Veth(_end(path, f"{where} a", v["a"]), _end(path, f"{where} b", v["b"])))
     if not veths:
         raise _fail(path, "veth", "no veth pair", "add at least one [[veth]]")
-    topology = Topology(tuple(veths), tuple(data.get("namespaces", ())), name=str(data.get("name", path.stem)))
-    topology.validate()
-    fwd = None
-    if "forwarder" in data:
-        f = data["forwarder"]
-        unknown = set(f) - set(ForwarderSpec.__dataclass_fields__)
-        if unknown:
-            raise _fail(path, "forwarder", f"unknown keys {sorted(unknown)}",
-                        f"use {sorted(ForwarderSpec.__dataclass_fields__)}")
-        fwd = ForwarderSpec(**f)
-        topology.end(fwd.attach)
-        if fwd.mode not in ("skb", "drv") or fwd.peers not in ("none", "pass", "gro"):
-            raise _fail(path, "forwarder", f"mode {fwd.mode!r}, peers {fwd.peers!r}",
-                        "mode is skb or drv; peers is none, pass or gro")
-    routes = []
-    for i, r in enumerate(data.get("route", [])):
-        if set(r) != {"dst", "via", "mac"}:
-            raise _fail(path, f"route {i + 1}", "a route has dst, via and mac", 'write dst = "192.168.0.1", ...')
-        topology.end(r["via"])
-        routes.append(Route(check_ipv4(r["dst"]), r["via"], check_mac(r["mac"])))
-    if routes and fwd is None:
-        raise _fail(path, "route", "routes need a [forwarder]", "add a [forwarder] section")
-    return LabSpec(topology, fwd, tuple(routes), path.resolve().parent)
+    namespaces = tuple(_typed(path, "namespaces", "namespaces item", n, str) for n in data.get("namespaces", []))
+    topology = Topology(tuple(veths), namespaces, name=data.get("name", path.stem)).validate()
+    base = path.resolve().parent
+    programs = []
+    for i, p in enumerate(_list(path, data, "program")):
+        where = f"[[program]] {i + 1}"
+        _table(path, where, p, PROGRAM_KEYS, {"program", "attach"})
+        attach = (p["attach"],) if isinstance(p["attach"], str) else tuple(p["attach"])
+        for key in attach:
+            _typed(path, where, "attach item", key, str)
+            try:
+                topology.end(key)
+            except LabError as e:
+                raise _fail(path, where, e.reason, e.fix) from None
+        mode, peers = p.get("mode", "skb"), p.get("peers", "none")
+        if mode not in MODES or peers not in PEERS:
+            raise _fail(path, where, f"mode {mode!r}, peers {peers!r}",
+                        f"mode is {' or '.join(MODES)}; peers is {', '.join(PEERS)}")
+        try:
+            program = Program.parse(p["program"], base=base)
+            if p.get("cflags"):
+                program = program.with_flags(*(_typed(path, where, "cflags item", c, str) for c in p["cflags"]))
+        except LabError as e:
+            raise _fail(path, where, f"{e.action}: {e.reason}", e.fix) from None
+        programs.append(ProgramSpec(program, attach, mode, peers))
+    entries = []
+    for i, e in enumerate(_list(path, data, "entry")):
+        where = f"[[entry]] {i + 1}"
+        _table(path, where, e, ENTRY_KEYS, ENTRY_KEYS)
+        _typed(path, where, "map", e["map"], str)
+        entries.append(Entry(e["map"], e["key"], e["value"]))
+    if entries and not programs:
+        raise _fail(path, "entry", "map entries need a [[program]]", "add a [[program]] section")
+    return LabSpec(topology, tuple(programs), tuple(entries), base)

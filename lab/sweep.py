@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from .netns import MNT_DETACH, NETNS_RUN_DIR, SYSFS_DIR
 
 OWNERS_DIR = "/run/xdplab/owners"
+PIN_ROOT = "/sys/fs/bpf/xdplab"
+"""Maps that objects ask to pin go under PIN_ROOT/<owner>/: p<pid>-<start time> for a
+process (swept when it is gone), up-<lab> for a lab that is up (removed by `lab down`)."""
+_pin_owner: list[str] = []
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -26,6 +30,47 @@ def _starttime(pid: int) -> int | None:
     except OSError:
         return None
     return int(stat.rsplit(")", 1)[1].split()[19])     # field 22: start time in clock ticks
+
+
+def pin_dir() -> str:
+    """This process's bpffs directory for pinned maps (created by the loader when needed)."""
+    if not _pin_owner:
+        pid = os.getpid()
+        _pin_owner.append(f"p{pid}-{_starttime(pid)}")
+    return os.path.join(PIN_ROOT, _pin_owner[0])
+
+
+def set_pin_owner(owner: str) -> None:
+    """Pin under PIN_ROOT/<owner> from now on (`lab up`: "up-<lab>")."""
+    _pin_owner[:] = [owner]
+
+
+def remove_pins(directory: str) -> None:
+    """Unpin everything under a pin directory of the lab's and remove it."""
+    for dirpath, dirs, files in os.walk(directory, topdown=False):
+        for f in files:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(dirpath, f))
+        with contextlib.suppress(FileNotFoundError, OSError):
+            os.rmdir(dirpath)
+
+
+def stale_pin_dirs(labs_up: list[str]) -> list[str]:
+    """Pin directories whose owner is gone: a dead process's, or a lab's that is not up."""
+    try:
+        names = sorted(os.listdir(PIN_ROOT))
+    except FileNotFoundError:
+        return []
+    out = []
+    for name in names:
+        if name.startswith("up-"):
+            if name[3:] not in labs_up:
+                out.append(os.path.join(PIN_ROOT, name))
+            continue
+        pid_s, _, start = name[1:].partition("-")
+        if name.startswith("p") and pid_s.isdigit() and str(_starttime(int(pid_s))) != start:
+            out.append(os.path.join(PIN_ROOT, name))
+    return out
 
 
 def record(nsname: str, owner: str | None = None) -> None:
@@ -87,8 +132,16 @@ def remove(nsname: str) -> None:
     forget(nsname)
 
 
-def sweep(include_live: bool = False) -> list[Leftover]:
-    """Remove the namespaces of dead owners (and of live ones with include_live); return them."""
+def sweep(include_live: bool = False, labs_up: list[str] | None = None) -> list[Leftover]:
+    """Remove the namespaces of dead owners (and of live ones with include_live), and the pin
+    directories of dead owners; return the namespaces removed."""
+    if labs_up is None:
+        from .uplab import running
+        labs_up = running()
+    for directory in stale_pin_dirs(labs_up):
+        remove_pins(directory)
+    with contextlib.suppress(OSError):
+        os.rmdir(PIN_ROOT)
     removed = []
     for left in leftovers():
         if left.alive and not include_live:

@@ -15,16 +15,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import bpfsys, xdp
-from .btf import map_layouts
+from . import bpfsys, sweep, xdp
+from .btf import Btf
+from .built import Interface, Lab, build
 from .counters import read
-from .elf import _raw_layouts
 from .errors import LabError
-from .maps import MapView, hexbytes
+from .maps import MapView, decode, hexbytes
 from .names import UpNames
 from .netns import Netns
 from .spec import LabSpec, load
-from .topology import End, Interface, Lab, Topology, Veth, build
+from .topology import End, Topology, Veth
 
 STATE_DIR = "/run/xdplab/up"
 
@@ -60,10 +60,19 @@ def find(name: str | None) -> dict[str, Any]:
     return json.loads(state_path(name).read_text())
 
 
+def _resolve(lab: Lab, value: Any) -> Any:
+    """Lab-file values: "ns/if" strings naming an interface of the lab become that interface."""
+    if isinstance(value, str) and value in lab.interfaces:
+        return lab.interfaces[value]
+    if isinstance(value, dict):
+        return {k: _resolve(lab, v) for k, v in value.items()}
+    return value
+
+
 def up(file: str, name: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Build the lab of `file` and leave it running; returns its state."""
-    from .forwarder import XDP_PASS, Forwarder, L2fwd
-    from .repro import prepare_peer
+    from . import preflight, programs
+    from .peers import set_up_peers
     from .trace import new_tag
 
     spec: LabSpec = load(file)
@@ -74,39 +83,49 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     _say(progress, f"building {len(spec.topology.all_namespaces)} namespaces and {len(spec.topology.veths)} "
                    f"veth pairs")
     lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), UpNames(labname))
+    sweep.set_pin_owner(f"up-{labname}")
     state: dict[str, Any] = {
         "name": labname, "file": str(Path(file).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "namespaces": {k: ns.name for k, ns in lab.namespaces.items()},
-        "veths": [[asdict(v.a), asdict(v.b)] for v in spec.topology.veths], "forwarder": None}
+        "veths": [[asdict(v.a), asdict(v.b)] for v in spec.topology.veths], "programs": [], "trace_tag": None}
+    made: list[programs.XdpProgram] = []
+    undo: list[Callable[[], None]] = []
     try:
-        if spec.forwarder is not None:
-            f = spec.forwarder
-            program = f.resolve(spec.path)
-            _say(progress, f"loading {program.source.name} ({program.kind})")
-            where = lab.iface(f.attach)
-            if f.peers == "pass":
-                peers = Forwarder(XDP_PASS)
-            for i in lab.interfaces.values():
-                if i.nsname == where.nsname and i is not where:
-                    prepare_peer(lab, i, f.peers, peers if f.peers == "pass" else None)
-            fwd = L2fwd(program)
-            _say(progress, f"attaching to {f.attach} in {f.mode} mode")
-            att = fwd.attach(where, f.mode)
-            for r in spec.routes:
-                fwd.route(r.dst, via=lab.iface(r.via), mac=r.mac)
-            tag = new_tag(labname)
-            fwd.set_trace_tag(tag)
-            state["forwarder"] = {"program": str(program.source), "kind": program.kind, "attach": f.attach,
-                                  "mode": f.mode, "peers": f.peers, "prog_id": att.prog_id,
-                                  "trace_tag": tag if f.debug else None,
-                                  "maps": {n: m.info.id for n, m in fwd.maps.items()}}
-            for problem in fwd.problems(lab, f.mode):
-                _say(progress, f"warning: frames would vanish: {problem}")
+        for p in spec.programs:
+            _say(progress, f"loading {p.program} ({p.program.kind})")
+            prog = programs.XdpProgram(p.program, use=made[0].use if made and
+                                       made[0].program.object_key == p.program.object_key else None)
+            made.append(prog)
+            for key in p.attach:
+                where = lab.iface(key)
+                undo.append(set_up_peers(lab, where, p.peers))
+                _say(progress, f"attaching to {key} in {p.mode} mode")
+                att = prog.attach(where, p.mode)
+                state["programs"].append({"program": str(p.program), "attach": key, "mode": p.mode,
+                                          "peers": p.peers, "prog_id": att.prog_id})
+        for e in spec.entries:
+            owner = next((m for m in made if e.map in m.maps), None)
+            if owner is None:
+                raise LabError(f"write an entry of map {e.map}", "no program of the lab has that map",
+                               f"use one of {sorted({n for m in made for n in m.maps})}")
+            owner.map(e.map).put(_resolve(lab, e.key), _resolve(lab, e.value))
+        for m in made:
+            if "trace_tag" in m.maps and state["trace_tag"] is None:
+                state["trace_tag"] = new_tag(labname)
+                m.map("trace_tag").put(0, state["trace_tag"])
+        for problem in preflight.problems(lab):
+            _say(progress, f"warning: frames would vanish: {problem}")
         os.makedirs(STATE_DIR, exist_ok=True)
         state_path(labname).write_text(json.dumps(state, indent=2) + "\n")
     except BaseException:
+        for m in reversed(made):
+            m.close()
+        while undo:
+            undo.pop()()
+        programs.close_objects()
         lab.close()
         raise
+    programs.close_objects(unpin=False)       # the attachments keep programs and maps; pins stay for `down`
     for ns in lab.namespaces.values():      # let go of this process's handles; the lab stays
         ns.release()
     return state
@@ -147,31 +166,42 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
     for full in state["namespaces"].values():
         _say(progress, f"deleting namespace {full}")
         Netns.open(full).remove()
+    sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
     state_path(labname).unlink()
     return labname
 
 
-def maps_of(state: dict[str, Any]) -> dict[str, MapView]:
-    """The forwarder's maps, opened again by id (close their fds with close_maps)."""
-    out = {}
-    for name, map_id in (state["forwarder"] or {}).get("maps", {}).items():
+def programs_of(lab: Lab) -> list[tuple[Interface, xdp.XdpState, bpfsys.ProgInfo]]:
+    """Every XDP program attached in the lab, however it got there: (interface, state, info)."""
+    out = []
+    for i in lab.interfaces.values():
+        st = xdp.query(i)
+        if st.mode is None:
+            continue
+        fd = bpfsys.prog_fd_by_id(st.prog_id)
         try:
-            fd = bpfsys.map_fd_by_id(map_id)
-        except OSError as e:
-            raise LabError(f"open map {name} (id {map_id})", e.strerror or str(e),
-                           "the forwarder is gone: take the lab down and up again") from None
-        info = bpfsys.map_info(fd)
-        view = MapView(fd, *(map_layouts(info) or _raw_layouts(info)))
-        if name == "l2fwd_map":
-            import ipaddress
-            view.key_format = lambda raw: str(ipaddress.IPv4Address(raw))
-        out[name] = view
+            out.append((i, st, bpfsys.prog_info(fd)))
+        finally:
+            os.close(fd)
+    return out
+
+
+def maps_of(lab: Lab) -> dict[str, MapView]:
+    """The maps of every program attached in the lab, opened again by id and typed from BTF
+    (close their fds with close_maps)."""
+    from .programs import open_maps
+    out: dict[str, MapView] = {}
+    for _, _, info in programs_of(lab):
+        fresh = [i for i in info.map_ids if i not in {m.info.id for m in out.values()}]
+        for name, view in open_maps(fresh, Btf.by_id(info.btf_id) if info.btf_id else None).items():
+            view.addresses = lab.addresses()
+            out[name if name not in out else f"{name}#{view.info.id}"] = view
     return out
 
 
 def close_maps(maps: dict[str, MapView]) -> None:
-    for m in maps.values():
-        os.close(m.fd)
+    from .programs import close_maps as close
+    close(maps)
 
 
 def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
@@ -179,11 +209,10 @@ def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
     for name, m in maps.items():
         entries = []
         for k, v in m.items():
-            if v is None or (m.info.type in ("array", "percpu_array") and not any(v)):
+            if v is None or (m.info.type in bpfsys.ARRAY_TYPES and not any(v)):
                 continue
             entries.append({"key": hexbytes(k), "value": hexbytes(v), "key_decoded": m.key_format(k),
-                            "value_decoded": m.value_layout.unpack(v) if not m.value_layout.is_scalar
-                            else m.value_layout.unpack(v)["value"]})
+                            "value_decoded": decode(m.value_layout, v)})
         out.append({"map": name, "id": m.info.id, "type": m.info.type, "key_size": m.info.key_size,
                     "value_size": m.info.value_size, "max_entries": m.info.max_entries,
                     "layout": m.value_layout.describe(), "entries": entries})
@@ -194,10 +223,9 @@ def status_text(state: dict[str, Any]) -> str:
     lab = attach(state)
     try:
         lines = [f"lab {state['name']} (up since {state['created']}, from {state['file']})"]
-        f = state["forwarder"]
-        if f:
-            lines.append(f"forwarder {Path(f['program']).name} ({f['kind']}) on {f['attach']} in {f['mode']} mode, "
-                         f"program id {f['prog_id']}, peers: {f['peers']}")
+        for i, st, info in programs_of(lab):
+            runs = f", ran {info.run_cnt} times" if info.run_cnt else ""
+            lines.append(f"program {info.name} (id {info.id}) on {i.key} in {st.mode} mode{runs}")
         for short, ns in lab.namespaces.items():
             lines.append(f"\nnamespace {short} ({ns.name})")
             for key, i in lab.interfaces.items():

@@ -14,7 +14,7 @@ from . import bpfsys
 from .errors import XdpError
 
 if TYPE_CHECKING:
-    from .topology import Interface
+    from .built import Interface
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1     # generic XDP, `ip link` shows "xdpgeneric"
@@ -100,6 +100,10 @@ class Attachment:
             self.close()
             raise XdpError(action, f"the kernel reports {state}, not {ATTACHED_NAMES[mode]} id {self.prog_id}",
                            "report this: the attach call succeeded but did not take effect")
+
+    @property
+    def attached(self) -> bool:
+        return self._attached
 
     def close(self) -> None:
         """Detach (idempotent). A device that is already gone counts as detached."""

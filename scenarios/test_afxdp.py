@@ -23,8 +23,9 @@ import pytest
 
 from lab.afxdp import XskSocket
 from lab.counters import assert_counters, veth_hop
-from lab.repro import ROUTED, SEED_MAC, seed_frame
-from lab.topology import SEED, Topology, Veth
+from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
+from lab.l2fwd.seed import SEED
+from lab.topology import Topology, Veth
 
 N = 64
 TWO_QUEUES = Topology((Veth(SEED.veths[0].a, replace(SEED.veths[0].b, rx_queues=2)), SEED.veths[1]),

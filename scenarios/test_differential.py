@@ -15,9 +15,9 @@ from __future__ import annotations
 import pytest
 
 from corpus import NAMED, NEW_MAC, ROUTED, random_frames
-from lab.backends import LiveBackend, UnitBackend
-from lab.forwarder import L2fwd
-from lab.repro import l2fwd_on
+from lab.l2fwd.backends import L2fwdLive as LiveBackend, L2fwdUnit as UnitBackend
+from lab.l2fwd.forwarder import L2fwd
+from lab.l2fwd.repro import l2fwd_on
 
 EGRESS = 3
 CORPUS = [f for frames in NAMED.values() for f in frames] + random_frames(300)

@@ -36,10 +36,13 @@ import pytest
 from lab.counters import veth_hop
 from lab.errors import MapError, PreflightError, XdpError
 from lab.features import redirect_readiness, xdp_features
-from lab.forwarder import L2fwd
+from lab.l2fwd.forwarder import L2fwd
 from lab.maps import Layout, hexbytes
-from lab.repro import PEERS, ROUTED, SEED_MAC, seed_frame, send_and_observe
-from lab.topology import SEED, End, Topology, Veth
+from lab.l2fwd.repro import send_and_observe
+from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
+from lab.peers import PEERS
+from lab.l2fwd.seed import SEED
+from lab.topology import End, Topology, Veth
 
 N = 200
 KERNEL = platform.release()
@@ -119,10 +122,12 @@ def test_preflight_stops_a_native_redirect_into_a_bare_veth(lab, l2fwd):
         lab.port("net1/veth1").send(seed_frame(lab))
     why = ("XDP features [basic, redirect, rx-sg] lack ndo-xmit" if xdp_features(lab.iface("fwd/veth2")) is not None
            else "the kernel reports no XDP features")
+    veth2 = lab.iface("fwd/veth2")
     assert str(e.value).startswith(
-        f"preflight {l2fwd.program.source.name} in drv mode: frames would vanish: fwd/veth2 in drv mode: cannot "
-        f"receive ({why}; its peer net2/veth3 has no xdp and GRO off): attach an XDP program to net2/veth3 "
-        "(xdp_pass), turn GRO on there (ethtool -K veth3 gro on), or attach in skb mode"), str(e.value)
+        f"preflight the lab's programs: frames would vanish: txport_map[{veth2.ifindex}] of {l2fwd.name} (drv on "
+        f"fwd/veth0) -> fwd/veth2 in drv mode: cannot receive ({why}; its peer net2/veth3 has no xdp and GRO off): "
+        "attach an XDP program to net2/veth3 (xdp_pass), turn GRO on there (ethtool -K veth3 gro on), or attach in "
+        "skb mode"), str(e.value)
     assert lab.snapshot().values["fwd/veth0"]["rx_packets"] == 0, "nothing was sent"
 
 

@@ -2,7 +2,8 @@
 # Install what the lab needs and is missing; a quick no-op when everything is there.
 # Called by `make scenarios`, `make test`, `.ci/run` and the Vagrantfile's provisioner.
 #   1. Debian packages (bcc for Debian's python3, bpftool, iproute2, ethtool, tcpdump, headers,
-#      clang and libbpf for the ELF build of the forwarder, vagrant to validate the Vagrantfile)
+#      clang and libbpf for the ELF build of the forwarder, vagrant to validate the Vagrantfile,
+#      Go with cilium/ebpf and netlink for the offline build of build/l2fwdctl)
 #   2. kernel headers that bcc finds for the running kernel (see shared KERNEL_NOTES)
 #   3. bpffs, tracefs and debugfs mounted
 #   4. .venv (Debian's python3 + system site packages, so `import bcc` works) with requirements.txt
@@ -15,7 +16,8 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || die "install lab prerequisites: must run as root (the lab creates namespaces and attaches XDP); rerun with sudo"
 command -v dpkg-query >/dev/null || die "install lab prerequisites: not a Debian system (no dpkg-query); install python3-bpfcc, bpftool, iproute2, ethtool, tcpdump and kernel headers by hand"
 
-PACKAGES=(python3-bpfcc python3-venv bpftool iproute2 ethtool tcpdump kmod clang libbpf-dev libbpf1 make vagrant)
+PACKAGES=(python3-bpfcc python3-venv bpftool iproute2 ethtool tcpdump kmod clang libbpf-dev libbpf1 make vagrant
+          golang-go golang-github-cilium-ebpf-dev golang-github-vishvananda-netlink-dev)
 release=$(uname -r)
 
 missing=()

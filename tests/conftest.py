@@ -7,7 +7,15 @@ from collections.abc import Iterator
 
 import pytest
 
+from lab.l2fwd.seed import SEED
+from lab.topology import Topology
 from tests.subproc import LOCK
+
+
+@pytest.fixture
+def lab_topology() -> Topology:
+    """The seed's topology, as in scenarios/ (a module overrides it to build another)."""
+    return SEED
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from lab.bench import KEYS, SIZES
+from lab.l2fwd.bench import KEYS, SIZES
 from tests import subproc
 
 pytestmark = subproc.SESSIONS

@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from lab import netns
-from lab.repro import CASES, run_case
+from lab.l2fwd.repro import CASES, run_case
 from tests import subproc
 
 ARRIVES = {"native-redirect-no-peer": 0, "native-redirect-pass-peer": 20, "native-redirect-gro-peer": 20,

@@ -11,7 +11,7 @@ import pytest
 
 from lab import netns, sweep
 from lab.spec import load
-from lab.topology import SEED
+from lab.l2fwd.seed import SEED
 from tests import subproc
 
 pytestmark = subproc.SESSIONS
@@ -29,7 +29,11 @@ def background(*args: str) -> subprocess.Popen:
 def test_the_seed_file_is_the_seed_topology():
     spec = load(subproc.ROOT / "topologies" / "seed.toml")
     assert spec.topology == SEED
-    assert [(r.dst, r.via, r.mac) for r in spec.routes] == [("192.168.0.1", "fwd/veth2", "00:00:11:22:33:44")]
+    [p] = spec.programs
+    assert (p.program.source.name, p.program.function, p.attach, p.mode) == ("l2fwd.c", "xdp_l2fwd", ("fwd/veth0",), "drv")
+    assert [(e.map, e.key, e.value) for e in spec.entries] == [
+        ("txport_map", "fwd/veth2", "fwd/veth2"),
+        ("l2fwd_map", "192.168.0.1", {"outif": "fwd/veth2", "dst_mac": "00:00:11:22:33:44"})]
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -80,7 +84,7 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
         assert "192.168.0.1 -> outif 3, dst_mac 00:00:11:22:33:44, padding 2 bytes" in r.stdout
         assert "name verdict_cnt" in r.stdout and "4 -> 3" in r.stdout, r.stdout
         r = lab("dump", "nope", "--lab", name)
-        assert r.returncode == 1 and "dump map nope: the forwarder has no such map; use one of" in r.stderr
+        assert r.returncode == 1 and "dump map nope: no program of the lab has such a map; use one of" in r.stderr
 
         r = lab("exec", "fwd", "--lab", name, "--", "ip", "-br", "addr", "show", "veth0")
         assert r.returncode == 0 and "192.168.1.1/24" in r.stdout, r.stderr
@@ -100,6 +104,6 @@ def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
     assert "name interface 'this-name-is-too-long' in namespace a: 21 characters, the kernel allows at most 15" in r.stderr
     bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "v0", colour = "red" }\nb = { ns = "b", name = "v" }\n')
     r = lab("up", str(bad))
-    assert f"read lab file {bad} (veth 1 a): unknown keys ['colour']" in r.stderr
+    assert f"read lab file {bad} ([[veth]] 1 a): unknown keys ['colour']" in r.stderr
     r = lab("up", str(tmp_path / "missing.toml"))
     assert "no such file; give a path such as topologies/seed.toml" in r.stderr

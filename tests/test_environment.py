@@ -12,7 +12,7 @@ import pytest
 
 from lab import netns
 from lab.errors import CompileError
-from lab.forwarder import Forwarder, Program
+from lab.programs import Program, XdpProgram
 from tests import subproc
 
 pytestmark = subproc.SESSIONS
@@ -80,7 +80,7 @@ def test_verifier_refusal_shows_the_verifier_log(tmp_path):
     src = tmp_path / "unchecked.c"
     src.write_text("int xdp_l2fwd(struct xdp_md *ctx)\n{\n    return *(u32 *)(long)ctx->data;\n}\n")
     with pytest.raises(CompileError) as e:
-        Forwarder(Program(src, "xdp_l2fwd"))
+        XdpProgram(Program(src, "xdp_l2fwd"))
     text = str(e.value)
     assert text.startswith("load xdp_l2fwd from unchecked.c: the verifier refused it:\n")
     assert "invalid access to packet" in text and "R1 offset is outside of the packet" in text
@@ -92,4 +92,4 @@ def test_compile_error_shows_the_compiler_diagnostics(tmp_path: Path):
     src.write_text("int xdp_l2fwd(struct xdp_md *ctx) { return undefined_thing; }\n")
     with pytest.raises(CompileError, match=r"(?s)compile bad.c with bcc: .*use of undeclared identifier "
                                            r"'undefined_thing'.*fix the C source"):
-        Forwarder(Program(src, "xdp_l2fwd"))
+        XdpProgram(Program(src, "xdp_l2fwd"))

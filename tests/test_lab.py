@@ -7,14 +7,18 @@ import subprocess
 
 import pytest
 
-from lab import forwarder as fw
+from lab import bccload
+from lab.l2fwd import forwarder as fw
 from lab import netns, xdp
 from lab.counters import sysfs_stats
 from lab.errors import MapError, NetnsError, XdpError
-from lab.forwarder import XDP_PASS, Forwarder, L2fwd
+from lab.l2fwd.forwarder import L2fwd
+from lab.peers import XDP_PASS
+from lab.programs import Program, Use, XdpProgram
 from lab.maps import Layout
 from lab.names import NameFactory
-from lab.topology import SEED, build
+from lab.built import build
+from lab.l2fwd.seed import SEED
 
 
 def ip_json(*args: str) -> list:
@@ -65,7 +69,7 @@ def test_failed_build_removes_what_it_made_and_leaves_foreign_objects_alone():
 @pytest.mark.parametrize("mode", ["skb", "drv"])
 def test_attach_is_read_back_and_detach_removes_it(lab, mode):
     veth0 = lab.iface("fwd/veth0")
-    with Forwarder(XDP_PASS) as f:
+    with XdpProgram(XDP_PASS) as f:
         a = f.attach(veth0, mode)
         state = xdp.query(veth0)
         assert (state.mode, state.prog_id) == (mode, a.prog_id)
@@ -78,7 +82,7 @@ def test_attach_is_read_back_and_detach_removes_it(lab, mode):
 
 
 def test_unknown_mode_is_refused(lab):
-    with Forwarder(XDP_PASS) as f, pytest.raises(XdpError, match="choose xdp attach mode 'hw': unknown mode; "
+    with XdpProgram(XDP_PASS) as f, pytest.raises(XdpError, match="choose xdp attach mode 'hw': unknown mode; "
                                                                  "use one of skb, drv"):
         f.attach(lab.iface("fwd/veth0"), "hw")
 
@@ -126,15 +130,15 @@ def test_txport_refuses_an_ifindex_the_devmap_cannot_hold(lab):
 def test_maps_are_emptied_between_users_and_compiled_once_per_process(lab):
     with L2fwd() as f:
         f.route("192.168.0.1", via=lab.iface("fwd/veth2"), mac="00:00:11:22:33:44")
-        count = fw.compile_count
+        count = bccload.compile_count
     with L2fwd() as f:
         assert f.l2fwd_entries() == {}
         assert f.map("txport_map").items() == [(k, None) for k, _ in f.map("txport_map").items()]
-        assert fw.compile_count == count, "the second user must reuse the compiled program"
+        assert bccload.compile_count == count, "the second user must reuse the compiled program"
 
 
 def test_two_users_of_one_program_at_once_are_refused():
-    with L2fwd(), pytest.raises(Exception, match="use program l2fwd.c: another Forwarder of this process uses it"):
+    with L2fwd(), pytest.raises(Exception, match="use l2fwd.c: another user in this process holds it"):
         L2fwd()
 
 
@@ -151,7 +155,7 @@ def test_map_layouts_come_from_the_programs_btf():
         assert (value.name, value.size, value.fields) == ("struct fwd", 12, fw.FWD.fields)
         assert f.map("l2fwd_map").key_layout.describe() == "u32 (4 bytes)"
         assert f.map("verdict_cnt").value_layout.describe() == "u64 (8 bytes)"
-        assert f.map("l2fwd_map").info.btf_id == f.compiled.info.btf_id != 0
+        assert f.map("l2fwd_map").info.btf_id == f.info.btf_id != 0
 
 
 def test_a_forwarder_whose_struct_differs_is_refused_at_load(tmp_path):
@@ -160,5 +164,5 @@ def test_a_forwarder_whose_struct_differs_is_refused_at_load(tmp_path):
     with pytest.raises(MapError, match=r"check layout of l2fwd_map value of l2fwd-wide.c: struct fwd \{ u32 outif "
                                        r"@0; u8 dst_mac\[6\] @4; \} \(12 bytes, 2 padding\) differs from the map's "
                                        r"struct fwd \{ u64 outif @0; u8 dst_mac\[6\] @8; \} \(16 bytes, 2 padding\)"):
-        L2fwd(fw.Program(src, "xdp_l2fwd"))
-    assert fw.Program(src, "xdp_l2fwd") not in fw._in_use, "a refused forwarder is released"
+        L2fwd(Program(src, "xdp_l2fwd"))
+    assert Program(src, "xdp_l2fwd").object_key not in Use._in_use, "a refused forwarder is released"

@@ -19,12 +19,13 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
     r = run(tmp_path, "-n", "2", "--lab-debug", "--lab-forwarders=bcc")
     out = r.stdout
     assert r.returncode == 1 and "2 failed" in out, out + r.stderr
-    for section in ("lab counters", "lab xdp", "lab maps", "lab verdicts", "lab trace", "lab artifacts"):
+    for section in ("lab counters", "lab xdp", "lab programs", "lab maps", "lab verdicts", "lab trace",
+                    "lab artifacts"):
         assert section in out, f"{section} missing from the report:\n{out}"
     routed = tmp_path / "tests_failing_scenario_fails.py_test_fails_routed_bcc-skb"
     unrouted = tmp_path / "tests_failing_scenario_fails.py_test_fails_unrouted_bcc-skb"
     assert sorted(p.name for p in routed.iterdir()) == [
-        "counters.txt", "maps.txt", "net2_veth3.pcap", "trace.txt", "verdicts.txt", "xdp.txt"]
+        "counters.txt", "maps.txt", "net2_veth3.pcap", "programs.txt", "trace.txt", "verdicts.txt", "xdp.txt"]
 
     counters = (routed / "counters.txt").read_text()
     assert "net2/veth3" in counters and "rx_packets" in counters
@@ -34,7 +35,9 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
     assert "xdpgeneric id" in (routed / "xdp.txt").read_text()
     maps = (routed / "maps.txt").read_text()
     assert "key: c0 a8 00 01  value:" in maps and "192.168.0.1 -> outif" in maps and "dst_mac 00:00:11:22:33:44" in maps
-    assert (routed / "verdicts.txt").read_text().startswith("l2fwd.c: aborted 0, drop 0, pass 0, tx 0, redirect 7,")
+    assert (routed / "verdicts.txt").read_text().startswith("l2fwd.c:xdp_l2fwd: aborted 0, drop 0, pass 0, tx 0, "
+                                                            "redirect 7,")
+    assert (routed / "programs.txt").read_text().startswith("l2fwd.c:xdp_l2fwd: fwd/veth0 (skb, id ")
 
     pcap = subprocess.run(["tcpdump", "-nn", "-e", "-r", str(routed / "net2_veth3.pcap")], capture_output=True,
                           text=True, check=True).stdout.splitlines()

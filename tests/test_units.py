@@ -5,11 +5,12 @@ import pytest
 
 from lab.counters import Delta
 from lab.errors import LabError, MapError, PacketError, TopologyError
-from lab.forwarder import FWD, L2fwd
+from lab.l2fwd.forwarder import FWD, L2fwd
 from lab.maps import Layout, hexbytes
 from lab.names import NameFactory, check_ifname
 from lab.packets import Mask, rewrite, udp_frame
-from lab.topology import SEED, End, Topology, Veth, check_ipv4, check_mac, end
+from lab.l2fwd.seed import SEED
+from lab.topology import End, Topology, Veth, check_ipv4, check_mac, end
 
 GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
 

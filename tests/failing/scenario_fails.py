@@ -6,7 +6,7 @@ Not collected by `pytest tests/` (the name does not start with test_).
 """
 import pytest
 
-from lab.repro import ROUTED, SEED_MAC, seed_frame
+from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
 
 
 @pytest.mark.xdp_modes("skb")

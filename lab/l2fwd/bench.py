@@ -20,16 +20,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import bpfsys, ethtool
-from .counters import read
-from .dataplane import Capture, Port
-from .forwarder import L2FWD, XDP_DROP, XDP_GEN, Compiled, Forwarder, compiled
-from .packets import udp_frame
-from .repro import ROUTED, SEED_MAC, l2fwd_on, seed_frame
-from .topology import SEED, End, Lab, Topology, Veth, build
-from .xdp import Attachment
+from .. import bpfsys, ethtool
+from ..bccload import BccObject
+from ..built import Lab, build
+from ..counters import read
+from ..dataplane import Capture, Port
+from ..packets import udp_frame
+from ..programs import PACKAGE_BPF, Program, XdpProgram, program_fd
+from ..topology import End, Topology, Veth
+from ..xdp import Attachment
+from .forwarder import L2FWD
+from .repro import l2fwd_on
+from .seed import ROUTED, SEED, SEED_MAC, seed_frame
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = PACKAGE_BPF.parent
+XDP_DROP = Program(PACKAGE_BPF / "xdp_drop.c", "xdp_drop")
+XDP_GEN = Program(PACKAGE_BPF / "xdp_gen.c", "xdp_gen")
 SIZES = (64, 512, 1500)
 PAIR = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24"),
                       End("fwd", "veth0", "02:00:00:00:01:01", "192.168.1.1/24")),), name="bench-pair")
@@ -91,9 +97,10 @@ def ip_script_ms(pin_dir: str) -> float:
 
 def compile_ms() -> float:
     t = time.perf_counter()
-    c = Compiled(L2FWD)
+    c = BccObject(L2FWD.source, L2FWD.cflags)
+    c.load("xdp_l2fwd")
     ms = (time.perf_counter() - t) * 1e3
-    c.bpf.cleanup()
+    c.close()
     return ms
 
 
@@ -156,13 +163,13 @@ def padded(size: int) -> bytes:
                            payload=b"\0" * (size - len(base))))
 
 
-def generate(lab: Lab, gen: Forwarder, frame: bytes, repeat: int, sink: str, counter: str) -> float:
+def generate(lab: Lab, gen: XdpProgram, frame: bytes, repeat: int, sink: str, counter: str) -> float:
     """Mpps counted at `sink` (an interface key) while the generator sends `repeat` frames."""
     iface = lab.iface(sink)
     before = read(iface)[counter]
     with lab.ns("net1").entered():
         t = time.perf_counter()
-        bpfsys.test_run_live(gen.compiled.fd, frame, repeat)
+        bpfsys.test_run_live(gen.fd, frame, repeat)
         elapsed = time.perf_counter() - t
     deadline = time.monotonic() + 2
     while True:       # the last batch may still be on its way
@@ -176,8 +183,8 @@ def generate(lab: Lab, gen: Forwarder, frame: bytes, repeat: int, sink: str, cou
 def kernel_rates(repeat: int, reps: int) -> dict[str, dict[int, float]]:
     """Mpps for each mode and frame size, and the XDP_DROP ceiling on veth0."""
     out: dict[str, dict[int, float]] = {"skb": {}, "drv": {}, "drop": {}}
-    gen = Forwarder(XDP_GEN)
-    sink = Forwarder(XDP_DROP)
+    gen = XdpProgram(XDP_GEN)
+    sink = XdpProgram(XDP_DROP)
     try:
         gen.map("gen_target").update(bytes(4), (2).to_bytes(4, "little"))   # net1/veth1 is ifindex 2 in net1
         for mode in ("skb", "drv"):
@@ -219,7 +226,7 @@ def suite_s(parallel: bool) -> float:
 def run(quick: bool) -> dict[str, Any]:
     reps = 3 if quick else 9
     res: dict[str, Any] = {}
-    compiled(L2FWD)               # warm the cache: lab_setup_ms attaches "from the compile cache"
+    program_fd(L2FWD)             # warm the cache: lab_setup_ms attaches "from the compile cache"
     progress("lab set-up against an ip/bpftool script")
     res["lab_setup_ms"] = median_of(reps, lab_setup_ms)
     # `ip -n` remounts /sys, hiding /sys/fs/bpf: pin in a bpffs of our own, outside /sys
@@ -227,20 +234,21 @@ def run(quick: bool) -> dict[str, Any]:
     pin_dir = tempfile.mkdtemp(prefix="bench-bpffs-", dir="/run/xdplab")
     subprocess.run(["mount", "-t", "bpf", "bpf", pin_dir], check=True)
     try:
-        c = compiled(L2FWD)
+        c = XdpProgram(L2FWD)
         bpfsys.pin(c.fd, f"{pin_dir}/prog")
         for m in ("l2fwd_map", "txport_map"):
             bpfsys.pin(c.maps[m].fd, f"{pin_dir}/{m}")
+        c.close()
         res["ip_script_ms"] = median_of(reps, lambda: ip_script_ms(pin_dir))
     finally:
         subprocess.run(["umount", pin_dir], check=False)
         os.rmdir(pin_dir)
     progress("compile and attach")
     res["compile_ms"] = median_of(1 if quick else 3, compile_ms)
-    drop = Forwarder(XDP_DROP)
+    drop = XdpProgram(XDP_DROP)
     try:
         with build(PAIR) as lab:
-            res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.compiled.fd))
+            res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
             progress("frames from Python")
             drop.attach(lab.iface("fwd/veth0"), "drv")
             res["inject_pps"] = median_of(reps, lambda: inject_pps(lab, 100_000 if quick else 300_000))

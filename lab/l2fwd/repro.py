@@ -11,56 +11,22 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from . import ethtool
-from .counters import Delta
-from .forwarder import L2FWD, XDP_PASS, Forwarder, L2fwd, Program
-from .packets import udp_frame
-from .topology import Interface, Lab
-
-PEERS = ("none", "pass", "gro")
-ROUTED = "192.168.0.1"
-SEED_MAC = "00:00:11:22:33:44"
-
-
-def prepare_peer(lab: Lab, target: Interface, how: str, pass_prog: Forwarder | None) -> None:
-    """Set up the peer of redirect target `target`: "none" (as built), "pass" (xdp_pass in
-    drv mode) or "gro" (GRO on). Undone with the lab."""
-    peer = lab.peer(target.key)
-    if how == "pass" and pass_prog is not None:
-        pass_prog.attach(peer, "drv")
-    elif how == "gro":
-        ethtool.set_gro(peer, True)
-        lab.on_close(f"turn GRO off on {peer.key}", lambda: ethtool.set_gro(peer, False))
-    elif how != "none":
-        raise ValueError(f"prepare peer of {target.key}: unknown setup {how!r}; use one of {', '.join(PEERS)}")
+from ..built import Lab
+from ..counters import Delta
+from ..peers import attached
+from ..programs import Program
+from .forwarder import L2FWD, L2fwd
+from .seed import EGRESS, INGRESS, RECEIVER, SEED, SENDER, go_seed_bytes, seed_frame
+from .seed import ROUTED, SEED_MAC  # noqa: F401 - re-exported for the repro's users
 
 
 @contextlib.contextmanager
-def l2fwd_on(lab: Lab, mode: str, peer: str, program: Program = L2FWD, at: str = "fwd/veth0") -> Iterator[L2fwd]:
-    """l2fwd attached to `at` in `mode`, the peers of the other interfaces of its namespace
-    (the redirect targets') set up as `peer`, the forwarder registered with the lab for
-    the failure report. Everything is undone on exit, last made first."""
-    where = lab.iface(at)
-    peers = Forwarder(XDP_PASS) if peer == "pass" else None     # compiled only where it is used
-    try:
-        fwd = L2fwd(program)
-        try:
-            for i in lab.interfaces.values():
-                if i.nsname == where.nsname and i is not where:
-                    prepare_peer(lab, i, peer, peers)
-            fwd.attach(where, mode)
-            lab.forwarders.append(fwd)
-            yield fwd
-        finally:
-            fwd.close()
-    finally:
-        if peers is not None:
-            peers.close()
-
-
-def seed_frame(lab: Lab, ip_dst: str = ROUTED) -> object:
-    return udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac,
-                     ip_src="192.168.1.2", ip_dst=ip_dst)
+def l2fwd_on(lab: Lab, mode: str, peer: str | None = None, program: Program = L2FWD,
+             at: str = INGRESS) -> Iterator[L2fwd]:
+    """l2fwd attached to `at` in `mode`, the redirect targets' peers set up as `peer` (default:
+    the core's rule), registered with the lab for preflight and report; undone on exit."""
+    with L2fwd(program) as fwd, attached(lab, fwd, at, mode, peer):
+        yield fwd
 
 
 @dataclass
@@ -78,9 +44,9 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
     """Send `frames` copies of the seed frame from net1, then collect what arrived on
     net2/veth3, the verdicts and the counter deltas of every interface."""
     frame = frame if frame is not None else seed_frame(lab)
-    egress = lab.capture("net2/veth3")
+    egress = lab.capture(RECEIVER)
     before = lab.snapshot()
-    lab.port("net1/veth1").send(frame, count=frames)
+    lab.port(SENDER).send(frame, count=frames)
     # every frame has been decided by the program once the verdicts add up
     deadline = time.monotonic() + 2
     while sum(v for k, v in l2fwd.verdicts().items() if k != "malformed") < frames and time.monotonic() < deadline:
@@ -136,18 +102,16 @@ CASES = {c.name: c for c in (
 def run_case(case: Case, frames: int = 1000) -> tuple[Observation, str]:
     """Build the seed topology, run `case`, tear everything down; return what was seen and
     the explanation."""
-    from .maps import Layout
-    from .topology import SEED, build
+    from ..built import build
     with build(SEED) as lab, l2fwd_on(lab, case.mode, case.peer) as fwd:
-        veth2 = lab.iface("fwd/veth2")
+        veth2 = lab.iface(EGRESS)
         if case.routes == "route":
             fwd.route(ROUTED, via=veth2, mac=SEED_MAC)
         elif case.routes == "no-txport":
             fwd.set_l2fwd(ROUTED, veth2, SEED_MAC)
         else:
-            go = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
             fwd.set_txport(veth2)
-            fwd.set_l2fwd_raw(ROUTED, go.pack(Outif=veth2.ifindex, DstMac=bytes.fromhex(SEED_MAC.replace(":", "")))[:12])
+            fwd.set_l2fwd_raw(ROUTED, go_seed_bytes(veth2.ifindex))
         o = send_and_observe(lab, fwd, frames)
         o.notes.append(fwd.map("l2fwd_map").dump())
     return o, case.explain.format(n=frames, arrived=len(o.arrived))

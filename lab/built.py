@@ -1,0 +1,309 @@
+"""A built lab: `build()` makes a `Topology` real, and the `Lab` it returns owns every object
+it made and removes them in reverse order (captures, ports, programs' attachments, then
+the namespaces, which take their veths).
+
+`build()` creates every object over netlink (no `ip` processes), each veth end directly in
+its own namespace. The lab also keeps the programs attached in it (loaded by the lab or
+adopted from another loader) for preflight checks, counters and the failure report, and
+runs commands inside its namespaces (`run`, `spawn`) for control planes of your own.
+"""
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .errors import LabError, LinkError, TopologyError
+from .names import NameFactory, default_factory
+from .netns import Netns
+from .topology import Topology, Veth
+
+if TYPE_CHECKING:
+    from .counters import Snapshot
+    from .dataplane import Capture, Port
+    from .programs import Adopted
+
+
+class LabProgram(Protocol):
+    """What the lab needs of a program attached in it (loaded by the lab or adopted)."""
+    maps: Any
+    name: str
+
+    def placements(self) -> list[tuple["Interface", str, int]]: ...
+    def dump(self) -> str: ...
+    def run_stats(self) -> tuple[int, int]: ...
+
+
+@dataclass
+class Interface:
+    """A built interface: where it is and what the kernel gave it."""
+    lab: "Lab"
+    ns: Netns
+    nsname: str        # the topology's short name ("fwd")
+    name: str
+    ifindex: int
+    mac: str
+    ip: str | None     # address without prefix
+
+    @property
+    def key(self) -> str:
+        return f"{self.nsname}/{self.name}"
+
+    def __repr__(self) -> str:
+        return f"Interface({self.key}, ifindex={self.ifindex}, mac={self.mac})"
+
+    def __str__(self) -> str:
+        return self.key
+
+
+@dataclass
+class Lab:
+    """Everything one `build()` made. `close()` undoes it in reverse order (idempotent)."""
+    topology: Topology
+    namespaces: dict[str, Netns] = field(default_factory=dict)
+    interfaces: dict[str, Interface] = field(default_factory=dict)
+    _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+    checks: list[Callable[[], None]] = field(default_factory=list)
+    """Run before every send (preflight): each raises when traffic would be pointless."""
+    captures: list["Capture"] = field(default_factory=list)
+    programs: list[LabProgram] = field(default_factory=list)
+    """Every program attached in the lab, loaded by it or adopted, in order of attachment."""
+    _stats_fd: int | None = None
+    snapshots: list["Snapshot"] = field(default_factory=list)
+
+    def ns(self, name: str) -> Netns:
+        try:
+            return self.namespaces[name]
+        except KeyError:
+            raise TopologyError(f"find namespace {name}", f"lab {self.topology.name!r} has no such namespace",
+                                f"use one of {', '.join(self.namespaces)}") from None
+
+    def iface(self, key: str) -> Interface:
+        """The interface "ns/name", e.g. lab.iface("fwd/veth0")."""
+        try:
+            return self.interfaces[key]
+        except KeyError:
+            self.topology.end(key)  # raises with the list of names
+            raise
+
+    def peer(self, key: str) -> Interface:
+        return self.iface(self.topology.peer(key).key)
+
+    def port(self, key: str) -> "Port":
+        """A sender on interface `key`, closed with the lab."""
+        from .dataplane import Port
+        p = Port(self.iface(key))
+        self.on_close(f"close port on {key}", p.close)
+        return p
+
+    def capture(self, key: str) -> "Capture":
+        """A capture of what interface `key` receives from now on, closed with the lab."""
+        from .dataplane import Capture
+        c = Capture(self.iface(key))
+        self.on_close(f"close capture on {key}", c.close)
+        self.captures.append(c)
+        return c
+
+    def snapshot(self) -> "Snapshot":
+        """Counters of every interface of the lab, now."""
+        from .counters import Snapshot
+        snap = Snapshot.of(self)
+        self.snapshots.append(snap)
+        return snap
+
+    # programs ----------------------------------------------------------------------------
+    def register(self, program: LabProgram) -> None:
+        """Take note of a program attached in the lab (XdpProgram.attach and adopt call this):
+        its maps learn the lab's addresses, and the kernel starts counting program runs."""
+        if any(p is program for p in self.programs):
+            return
+        self.programs.append(program)
+        addresses = self.addresses()
+        for m in program.maps.values():
+            m.addresses = addresses
+        if self._stats_fd is None:
+            from .bpfsys import enable_run_stats
+            try:
+                self._stats_fd = enable_run_stats()
+            except OSError:
+                self._stats_fd = -1          # an old kernel: run counts stay 0
+            else:
+                fd = self._stats_fd
+                self.on_close("stop counting program runs", lambda: os.close(fd))
+        self.on_close(f"forget program {program.name}", lambda: self.programs.remove(program))
+
+    def adopt(self, key: str) -> "Adopted":
+        """The XDP program another loader attached to interface `key`, with its maps typed
+        from BTF, in the preflight and the failure report like the lab's own. Detaching stays
+        with its owner; the lab only lets go of its handles when it closes."""
+        from .programs import Adopted
+        adopted = Adopted(self.iface(key))
+        self.on_close(f"let go of {adopted.name}", adopted.close)
+        self.register(adopted)
+        return adopted
+
+    def addresses(self) -> dict[bytes, str]:
+        """Every IPv4 address of the lab (4 bytes, network order) -> "192.168.0.1 (net2/veth3)"."""
+        return {ipaddress.IPv4Address(i.ip).packed: f"{i.ip} ({key})"
+                for key, i in self.interfaces.items() if i.ip}
+
+    # commands in namespaces ----------------------------------------------------------------
+    def _argv(self, ns: str, argv: list[str]) -> list[str]:
+        if not isinstance(argv, (list, tuple)) or not argv or not all(isinstance(a, str) for a in argv):
+            raise LabError(f"run a command in namespace {ns}", f"{argv!r} is not a list of strings",
+                           'give the command as a list: ["ip", "link"] (no shell)')
+        return ["ip", "netns", "exec", self.ns(ns).name, *argv]
+
+    def run(self, ns: str, argv: list[str], *, check: bool = True, timeout: float = 60.0,
+            env: dict[str, str] | None = None) -> "subprocess.CompletedProcess[str]":
+        """Run `argv` inside namespace `ns` (as `ip netns exec` does: that namespace's /sys too)
+        and wait for it; with `check`, a non-zero exit raises with its output."""
+        cmd = self._argv(ns, argv)
+        try:
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  env={**os.environ, **(env or {})})
+        except FileNotFoundError as e:
+            raise LabError(f"run {argv[0]} in namespace {ns}", str(e), "install it, or give its full path") from None
+        except subprocess.TimeoutExpired:
+            raise LabError(f"run {' '.join(argv)} in namespace {ns}", f"still running after {timeout} s",
+                           "use lab.spawn() for a daemon, or raise timeout") from None
+        if check and done.returncode != 0:
+            raise LabError(f"run {' '.join(argv)} in namespace {ns}",
+                           f"exit status {done.returncode}:\n{(done.stderr or done.stdout).strip()}",
+                           "see the command's own message above")
+        return done
+
+    def spawn(self, ns: str, argv: list[str]) -> "subprocess.Popen[str]":
+        """Start `argv` inside namespace `ns` and leave it running (a control plane daemon);
+        it is terminated (then killed) when the lab closes, before the namespaces go."""
+        proc = subprocess.Popen(self._argv(ns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+        def stop() -> None:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            for stream in (proc.stdout, proc.stderr):
+                if stream:
+                    stream.close()
+        self.on_close(f"stop {argv[0]} in {ns}", stop)
+        return proc
+
+    def before_traffic(self) -> None:
+        """Run the preflight checks (Port.send calls this)."""
+        for check in self.checks:
+            check()
+
+    def on_close(self, what: str, fn: Callable[[], None]) -> None:
+        """Register an undo step; steps run in reverse order of registration."""
+        self._undo.append((what, fn))
+
+    def close(self) -> None:
+        """Undo everything, last made first. Goes on after a failed step and raises the
+        first failure at the end, so one stuck object never leaks the others."""
+        errors: list[str] = []
+        first: BaseException | None = None
+        while self._undo:
+            what, fn = self._undo.pop()
+            try:
+                fn()
+            except Exception as e:  # noqa: BLE001 - collected and re-raised below
+                errors.append(f"{what}: {e}")
+                first = first or e
+        if first is not None:
+            raise LabError(f"tear down lab {self.topology.name}", "; ".join(errors),
+                           "run `python -m lab clean` to remove what is left") from first
+
+    def __enter__(self) -> "Lab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _static_neighbours(lab: Lab, v: Veth) -> None:
+    """Each end of a veth knows its peer's MAC for good (a permanent neighbour entry), so
+    that replies from a namespace's stack never start ARP: a check for "no other frame"
+    must not depend on whether a neighbour entry happened to be cached."""
+    a, b = lab.interfaces[v.a.key], lab.interfaces[v.b.key]
+    for near, far in ((a, b), (b, a)):
+        if near.ip and far.ip:
+            near.ns.ipr.neigh("add", dst=far.ip, lladdr=far.mac, ifindex=near.ifindex, state=0x80)  # NUD_PERMANENT
+
+
+def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
+    """Wait until every interface is operationally up. Until linkwatch has run, a veth
+    that was just set up has no active qdisc and silently drops what is sent on it."""
+    deadline = time.monotonic() + timeout
+    pending = dict(lab.interfaces)
+    while pending:
+        for key, i in list(pending.items()):
+            link = i.ns.ipr.get_links(i.ifindex)[0]
+            if link.get("IFLA_OPERSTATE") == "UP":
+                del pending[key]
+        if pending and time.monotonic() > deadline:
+            raise LinkError(f"bring up {', '.join(pending)}", f"not operationally up after {timeout} s",
+                            "check `ip link` in the namespace: is the peer up?")
+        if pending:
+            time.sleep(0.001)
+
+
+def build(topology: Topology, names: NameFactory | None = None) -> Lab:
+    if not isinstance(topology, Topology):
+        raise TopologyError("build lab", f"{type(topology).__name__} is not a Topology",
+                            "give a lab.topology.Topology (or load a lab file with lab.spec.load)")
+    return _build(topology, names)
+
+
+def _build(topology: Topology, names: NameFactory | None = None) -> Lab:
+    """Create the namespaces and veth pairs of `topology`; on any error, remove what was
+    made so far and raise."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    topology.validate()
+    names = names or default_factory()
+    lab = Lab(topology)
+    try:
+        for short in topology.all_namespaces:
+            ns = Netns.create(names.netns(short), names.owner)
+            lab.namespaces[short] = ns
+            lab.on_close(f"delete namespace {ns.name}", ns.close)
+        for v in topology.veths:
+            a_ns, b_ns = lab.namespaces[v.a.ns], lab.namespaces[v.b.ns]
+            action = f"create veth {v.a.key} -- {v.b.key}"
+            try:
+                a_ns.ipr.link("add", ifname=v.a.name, kind="veth", address=v.a.resolved_mac(), mtu=v.a.mtu,
+                              num_rx_queues=v.a.rx_queues, num_tx_queues=v.a.tx_queues,
+                              peer={"ifname": v.b.name, "address": v.b.resolved_mac(), "mtu": v.b.mtu,
+                                    "num_rx_queues": v.b.rx_queues, "num_tx_queues": v.b.tx_queues,
+                                    "net_ns_fd": b_ns.fd})
+            except NetlinkError as e:
+                raise LinkError(action, e.args[1] if len(e.args) > 1 else str(e),
+                                "check the names and MTUs", errno=e.code) from None
+            # No undo step of its own: a veth goes with its namespace. Deleting a namespace
+            # unregisters all its devices (and their peers) in one batch, one RCU grace period
+            # for them all instead of one per `ip link del` (~25 ms each here).
+            for e, ns in ((v.a, a_ns), (v.b, b_ns)):
+                index = ns.ipr.link_lookup(ifname=e.name)[0]
+                if e.ip:
+                    addr, plen = e.ip.split("/")
+                    ns.ipr.addr("add", index=index, address=addr, prefixlen=int(plen))
+                lab.interfaces[e.key] = Interface(lab, ns, e.ns, e.name, index, e.resolved_mac(),
+                                                  e.ip.split("/")[0] if e.ip else None)
+            for e, ns in ((v.a, a_ns), (v.b, b_ns)):
+                ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
+            _static_neighbours(lab, v)
+        _wait_operstate_up(lab)
+    except BaseException:
+        with contextlib.suppress(LabError):
+            lab.close()
+        raise
+    return lab

@@ -1,0 +1,27 @@
+"""The core's unit and live backends with l2fwd's route(): the `dut` fixture's backends."""
+from __future__ import annotations
+
+from ..backends import LiveBackend, UnitBackend
+from ..errors import LabError
+
+
+class L2fwdUnit(UnitBackend):
+    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
+        """l2fwd_map[dst] = {outif, mac}; with txport, txport_map[outif] too. In the unit
+        backend the devmap entry points at this namespace's loopback device (a devmap only
+        holds existing devices; nothing is sent to it)."""
+        if txport:
+            self.fwd.map("txport_map").update(outif.to_bytes(4, "little"), (1).to_bytes(4, "little"))
+        self.fwd.set_l2fwd(dst, outif, mac)     # type: ignore[attr-defined]
+
+
+class L2fwdLive(LiveBackend):
+    def route(self, dst: str, outif: int, mac: str, *, txport: bool = True) -> None:
+        via = next((i for i in self.lab.interfaces.values() if i.ns is self.fwd.attachments[0].iface.ns
+                    and i.ifindex == outif), None)
+        if via is None:
+            raise LabError(f"route {dst} to ifindex {outif}", "no interface of the forwarder's namespace has it",
+                           f"use one of {[i.ifindex for i in self.egress]}")
+        if txport:
+            self.fwd.set_txport(via)            # type: ignore[attr-defined]
+        self.fwd.set_l2fwd(dst, via, mac)       # type: ignore[attr-defined]

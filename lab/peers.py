@@ -1,0 +1,85 @@
+"""How the peers of redirect targets are set up, the one rule for it, and attaching a
+program with its peers ready.
+
+A veth takes frames that native XDP redirects into it only while its peer runs NAPI: an
+XDP program on the peer, or GRO on the peer (drivers/net/veth.c). `none` leaves the peers
+as built, `pass` attaches xdp_pass to them in drv mode, `gro` turns GRO on there.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from . import ethtool
+from .errors import LabError
+from .programs import PACKAGE_BPF, Program, XdpProgram
+
+if TYPE_CHECKING:
+    from .built import Interface, Lab
+
+PEERS = ("none", "pass", "gro")
+XDP_PASS = Program(PACKAGE_BPF / "xdp_pass.c", "xdp_pass")
+
+
+def default_peer(mode: str) -> str:
+    """The default set-up of redirect targets' peers: what makes frames arrive in `mode`."""
+    return "pass" if mode == "drv" else "none"
+
+
+def check_peer(how: str) -> str:
+    if how not in PEERS:
+        raise LabError(f"set up peers {how!r}", "unknown set-up", f"use one of {', '.join(PEERS)}")
+    return how
+
+
+def set_up_peers(lab: "Lab", at: "Interface", how: str) -> Callable[[], None]:
+    """Set up the peers of every other interface of `at`'s namespace (the redirect targets
+    of a program on `at`) as `how`; returns the undo (last made, first undone)."""
+    check_peer(how)
+    passes: list[XdpProgram] = []
+    gro: list["Interface"] = []
+
+    def undo() -> None:
+        while gro:
+            peer = gro.pop()
+            if not peer.ns.closed:
+                ethtool.set_gro(peer, False)
+        while passes:
+            passes.pop().close()
+    try:
+        for target in lab.interfaces.values():
+            if target.ns is not at.ns or target is at:
+                continue
+            peer = lab.peer(target.key)
+            if how == "pass":
+                p = XdpProgram(XDP_PASS) if not passes else passes[0].sibling("xdp_pass")
+                passes.append(p)
+                p.attach(peer, "drv")
+            elif how == "gro":
+                ethtool.set_gro(peer, True)
+                gro.append(peer)
+    except BaseException:
+        undo()
+        raise
+    return undo
+
+
+@contextlib.contextmanager
+def peers_ready(lab: "Lab", at: "Interface", how: str) -> Iterator[None]:
+    """The peers set up as `how` (see set_up_peers) for the block, undone at its end."""
+    undo = set_up_peers(lab, at, how)
+    try:
+        yield
+    finally:
+        undo()
+
+
+@contextlib.contextmanager
+def attached(lab: "Lab", program: XdpProgram, at: str, mode: str, peers: str | None = None) -> Iterator[XdpProgram]:
+    """`program` attached to interface `at` in `mode`, the redirect targets' peers set up as
+    `peers` (default: default_peer(mode)); detached and undone at the end of the block."""
+    where = lab.iface(at)
+    with peers_ready(lab, where, peers or default_peer(mode)):
+        program.attach(where, mode)
+        yield program
