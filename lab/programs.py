@@ -165,6 +165,21 @@ def program_fd(program: Program) -> tuple[int, str]:
     return fd, function
 
 
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def close_each(items: "list[_Closable] | list[XdpProgram] | list[xdp.Attachment]") -> list[LabError]:
+    """Close and remove every item, last first, going on after failures; the failures."""
+    errors: list[LabError] = []
+    while items:
+        try:
+            items.pop().close()
+        except LabError as e:
+            errors.append(e)
+    return errors
+
+
 class Use:
     """One test's use of a loaded object: its maps are emptied at the start and at the end."""
 
@@ -189,12 +204,7 @@ class Use:
             m.home = None
 
     def close(self) -> None:
-        errors: list[LabError] = []
-        while self.programs:
-            try:
-                self.programs.pop().close()
-            except LabError as e:
-                errors.append(e)
+        errors = close_each(self.programs)
         if self.key in Use._in_use:
             self.clear_maps()
             Use._in_use.discard(self.key)
@@ -244,12 +254,7 @@ class XdpProgram:
         return [(a.iface, a.mode, a.prog_id) for a in self.attachments if a.attached]
 
     def close(self) -> None:
-        errors: list[LabError] = []
-        while self.attachments:
-            try:
-                self.attachments.pop().close()
-            except LabError as e:
-                errors.append(e)
+        errors = close_each(self.attachments)
         if self._own_use:
             self._own_use = False
             try:
