@@ -26,6 +26,7 @@ from .topology import Topology, Veth
 if TYPE_CHECKING:
     from .counters import Snapshot
     from .dataplane import Capture, Port
+    from .fates import Fates, Send
     from .programs import Adopted
 
 
@@ -75,6 +76,11 @@ class Lab:
     """Every program attached in the lab, loaded by it or adopted, in order of attachment."""
     _stats_fd: int | None = None
     snapshots: list["Snapshot"] = field(default_factory=list)
+    sends: list["Send"] = field(default_factory=list)
+    """Every send of the lab's ports, in order (to tell its dropped frames apart)."""
+    fate_marks: list["Fates"] = field(default_factory=list)
+    fates_problem: str | None = None
+    """Why the kernel's frame events are not recorded for this lab (None: they are)."""
 
     def ns(self, name: str) -> Netns:
         try:
@@ -114,7 +120,22 @@ class Lab:
         from .counters import Snapshot
         snap = Snapshot.of(self)
         self.snapshots.append(snap)
+        if self.fates_problem is None and not self.fate_marks:
+            self.fate_marks.append(self.fates())     # the report's fates start where its counters do
         return snap
+
+    def fates(self) -> "Fates":
+        """What the kernel reported about frames on the lab's devices since it was built:
+        XDP exceptions, redirects and their errors, transmits, skb drops (lab.fates)."""
+        from . import fates
+        if self.fates_problem is not None:
+            raise fates.FatesError(f"read the fates of lab {self.topology.name}", self.fates_problem,
+                                   "the scenario's counters still tell what moved")
+        return fates.read(self)
+
+    def record_send(self, where: str, raw: bytes, count: int) -> None:
+        from .fates import Send
+        self.sends.append(Send(len(self.sends) + 1, where, raw, count))
 
     # programs ----------------------------------------------------------------------------
     def register(self, program: LabProgram) -> None:
@@ -256,14 +277,43 @@ def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
             time.sleep(0.001)
 
 
-def build(topology: Topology, names: NameFactory | None = None) -> Lab:
+FATES = ("on", "paths", "off")
+
+
+def _watch_fates(lab: Lab, level: str) -> None:
+    """Record the kernel's events about frames on every device of the lab (lab.fates);
+    "paths" also counts every successful redirect. Where recording is impossible, say why in
+    lab.fates_problem and build on."""
+    from . import fates
+    if level == "off":
+        lab.fates_problem = "the lab was built with fates off"
+        return
+    try:
+        rec = fates.recorder()
+    except fates.FatesError as e:
+        lab.fates_problem = str(e)
+        return
+    devices = fates.devices(lab.interfaces.values())
+    rec.watch(devices)
+    lab.on_close("stop recording fates", lambda: rec.unwatch(devices))
+    if level == "paths":
+        rec.follow_paths(True)
+        lab.on_close("stop following every redirect", lambda: rec.follow_paths(False))
+
+
+def build(topology: Topology, names: NameFactory | None = None, *, fates: str = "on") -> Lab:
+    """Create the namespaces and veth pairs of `topology`. `fates`: "on" records what the
+    kernel does with frames on its devices (Lab.fates: exceptions, failed redirects,
+    transmits, skb drops), "paths" also every successful redirect (slower), "off" nothing."""
+    if fates not in FATES:
+        raise TopologyError("build lab", f"fates={fates!r}", f"use one of {', '.join(map(repr, FATES))}")
     if not isinstance(topology, Topology):
         raise TopologyError("build lab", f"{type(topology).__name__} is not a Topology",
                             "give a lab.topology.Topology (or load a lab file with lab.spec.load)")
-    return _build(topology, names)
+    return _build(topology, names, fates)
 
 
-def _build(topology: Topology, names: NameFactory | None = None) -> Lab:
+def _build(topology: Topology, names: NameFactory | None, fates: str) -> Lab:
     """Create the namespaces and veth pairs of `topology`; on any error, remove what was
     made so far and raise."""
     from pyroute2.netlink.exceptions import NetlinkError
@@ -302,6 +352,7 @@ def _build(topology: Topology, names: NameFactory | None = None) -> Lab:
                 ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
             _static_neighbours(lab, v)
         _wait_operstate_up(lab)
+        _watch_fates(lab, fates)
     except BaseException:
         with contextlib.suppress(LabError):
             lab.close()

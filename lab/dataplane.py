@@ -131,6 +131,7 @@ class Port:
                                  errno=e.errno) from None
         self.sent += count
         Port.total_sent += count
+        self.iface.lab.record_send(self.iface.key, raw, count)
 
     def close(self) -> None:
         self.sock.close()

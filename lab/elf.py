@@ -54,7 +54,23 @@ def libbpf() -> ctypes.CDLL:
                                 ("bpf_object__next_map", p, [p, p]),
                                 ("bpf_map__name", ctypes.c_char_p, [p]),
                                 ("bpf_map__fd", ctypes.c_int, [p]),
-                                ("libbpf_strerror", ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t])):
+                                ("libbpf_strerror", ctypes.c_int, [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]),
+                                # what the fates recorder needs: tracing programs, their links, a ring buffer
+                                ("bpf_object__find_program_by_name", p, [p, ctypes.c_char_p]),
+                                ("bpf_program__set_autoload", ctypes.c_int, [p, ctypes.c_bool]),
+                                ("bpf_program__attach", p, [p]),
+                                ("bpf_link__destroy", ctypes.c_int, [p]),
+                                ("bpf_object__find_map_fd_by_name", ctypes.c_int, [p, ctypes.c_char_p]),
+                                ("bpf_object__find_map_by_name", p, [p, ctypes.c_char_p]),
+                                ("bpf_map__set_max_entries", ctypes.c_int, [p, ctypes.c_uint32]),
+                                ("ring_buffer__new", p, [ctypes.c_int, p, p, p]),
+                                ("ring_buffer__consume", ctypes.c_int, [p]),
+                                ("ring_buffer__free", None, [p]),
+                                ("btf__load_vmlinux_btf", p, []),
+                                ("btf__find_by_name_kind", ctypes.c_int, [p, ctypes.c_char_p, ctypes.c_uint32]),
+                                ("btf__type_by_id", p, [p, ctypes.c_uint32]),
+                                ("btf__name_by_offset", ctypes.c_char_p, [p, ctypes.c_uint32]),
+                                ("btf__free", None, [p])):
             fn = getattr(lib, name)
             fn.restype, fn.argtypes = res, args
         _lib = lib

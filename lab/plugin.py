@@ -13,7 +13,10 @@ Markers:
   xdp_modes("skb", ...)        restrict xdp_mode for a test
   lab_program("PATH[:FN]")     the program a test runs when no --lab-program is given
   expect_drops                 the test is about vanishing frames: no preflight check
+  lab_fates("paths")           record fates at this level for the test (on, paths, off)
 Options:
+  --lab-fates on|paths|off     what the kernel's frame events record (default on: exceptions,
+                               failed redirects, transmits, skb drops; paths: every redirect too)
   --lab-program PATH[:FN]      the program(s) that tests using `lab_program` run against
   --lab-artifacts DIR          where reports are kept (default .lab-artifacts), one folder per test
   --lab-keep failed|all        keep reports of failed tests (default) or of every test
@@ -28,7 +31,8 @@ from typing import Any
 import pytest
 
 from . import host, names, preflight, programs, report, sweep
-from .built import Lab, build
+from . import fates
+from .built import FATES, Lab, build
 from .dataplane import Port
 from .errors import LabError
 from .programs import Program, Use, XdpProgram
@@ -46,6 +50,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "lab_program fixture run against; repeat for several")
     group.addoption("--lab-artifacts", metavar="DIR", default=".lab-artifacts",
                     help="directory for failure reports, one folder per test (default .lab-artifacts)")
+    group.addoption("--lab-fates", choices=FATES, default="on",
+                    help="record the kernel's events about the lab's frames: on (default: exceptions, failed "
+                         "redirects, transmits, skb drops), paths (also every successful redirect: slower), off")
     group.addoption("--lab-keep", choices=("failed", "all"), default="failed",
                     help="keep the report of failed tests only (default) or of every test")
 
@@ -54,7 +61,8 @@ def pytest_configure(config: pytest.Config) -> None:
     names.run_id()   # set once in the controller, so that xdist workers share it
     for line in ("xdp_modes(*modes): attach modes to run a test in (default: skb and drv)",
                  "lab_program(spec): the program (PATH[:FUNCTION]) a test runs when no --lab-program is given",
-                 "expect_drops: the test is about vanishing frames; the preflight check is off"):
+                 "expect_drops: the test is about vanishing frames; the preflight check is off",
+                 "lab_fates(level): record the kernel's frame events at this level (on, paths, off)"):
         config.addinivalue_line("markers", line)
 
 
@@ -98,6 +106,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     routes, sysctls, pinned objects). Worker: report its frame count."""
     config = session.config
     programs.close_objects()
+    fates.close()
     if not _is_controller(config):
         config.workeroutput["xdplab_frames"] = Port.total_sent
         return
@@ -162,8 +171,10 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
         def test_up(lab):
             assert lab.iface("dut/veth0").ifindex > 0
     """
+    marker = request.node.get_closest_marker("lab_fates")
+    level = marker.args[0] if marker and marker.args else request.config.getoption("--lab-fates")
     try:
-        built = build(lab_topology)
+        built = build(lab_topology, fates=level)
     except LabError as e:
         pytest.fail(str(e), pytrace=False)
     if request.node.get_closest_marker("expect_drops") is None:

@@ -11,6 +11,9 @@ Sections (also written as files by `write()`):
   maps      every map of every program, raw bytes and decoded fields (bpftool map dump)
   verdicts  the verdict counters of programs that keep them (the l2fwd kit's)
   trace     the bpf_printk lines this test's programs printed (debug builds)
+  fates     what the kernel said it did with the frames: per send, the path through interfaces
+            and programs, the kernel's events (tracepoints) and where and why frames were
+            dropped, with the counters that moved at each interface
   pcaps     one pcap file per capture (files only)
 """
 from __future__ import annotations
@@ -20,7 +23,7 @@ import re
 import shutil
 from typing import TYPE_CHECKING
 
-from . import trace, xdp
+from . import fates, trace, xdp
 from .counters import Snapshot
 
 if TYPE_CHECKING:
@@ -87,7 +90,24 @@ def collect(lab: "Lab") -> dict[str, str]:
     sections["maps"] = "\n\n".join(maps) or none
     sections["verdicts"] = "\n".join(verdicts) or none
     sections["trace"] = "\n".join(lines) or none
+    sections["fates"] = fates_text(lab)
     return sections
+
+
+def fates_text(lab: "Lab") -> str:
+    """The fates since the test's first snapshot (else since the lab was built), told as
+    paths, with the counters that moved over the same time."""
+    if lab.fates_problem is not None:
+        return f"(no fates: {lab.fates_problem})"
+    now = lab.fates()
+    after = Snapshot.of(lab)
+    if lab.snapshots and lab.fate_marks:
+        f, since = now - lab.fate_marks[0], "since the test's first counter snapshot"
+        moved = after - lab.snapshots[0]
+    else:
+        f, since = now, "since the lab was built"
+        moved = {k: {c: v for c, v in vals.items() if v} for k, vals in after.values.items()}
+    return fates.story(lab, f, moved, since)
 
 
 def safe_name(nodeid: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from ..built import Lab
 from ..counters import Delta
+from ..fates import Fates, FatesError
 from ..peers import attached
 from ..programs import Program
 from .forwarder import L2FWD, L2fwd
@@ -37,6 +38,7 @@ class Observation:
     arrived: list[bytes]
     verdicts: dict[str, int]
     delta: Delta
+    fates: Fates | None = None       # None: this kernel's events cannot be recorded here
     notes: list[str] = field(default_factory=list)
 
 
@@ -46,6 +48,10 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
     frame = frame if frame is not None else seed_frame(lab)
     egress = lab.capture(RECEIVER)
     before = lab.snapshot()
+    try:
+        fates_before: Fates | None = lab.fates()
+    except FatesError:
+        fates_before = None
     lab.port(SENDER).send(frame, count=frames)
     # every frame has been decided by the program once the verdicts add up
     deadline = time.monotonic() + 2
@@ -53,7 +59,9 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
         time.sleep(0.001)
     egress.poll(0.2)
     egress.poll()
-    return Observation(frames, len(bytes(frame)), list(egress.received), l2fwd.verdicts(), before.again() - before)
+    fates = lab.fates() - fates_before if fates_before is not None else None
+    return Observation(frames, len(bytes(frame)), list(egress.received), l2fwd.verdicts(), before.again() - before,
+                       fates)
 
 
 # --- `python -m lab repro`: the same cases, printed for a person --------------------------------
