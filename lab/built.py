@@ -107,10 +107,11 @@ class Lab:
         self.on_close(f"close port on {key}", p.close)
         return p
 
-    def capture(self, key: str) -> "Capture":
-        """A capture of what interface `key` receives from now on, closed with the lab."""
+    def capture(self, key: str, rcvbuf: int = 32 << 20) -> "Capture":
+        """A capture of what interface `key` receives from now on, closed with the lab
+        (`rcvbuf`: its socket's receive buffer, bytes)."""
         from .dataplane import Capture
-        c = Capture(self.iface(key))
+        c = Capture(self.iface(key), rcvbuf)
         self.on_close(f"close capture on {key}", c.close)
         self.captures.append(c)
         return c

@@ -375,7 +375,10 @@ class Send:
 class Fate:
     """One kind of thing the kernel did to frames at one place. `label` is how a test names
     it: "xdp_redirect -> fwd/veth2", "xdp_redirect_err EOPNOTSUPP -> fwd/veth2",
-    "xdp_exception XDP_ABORTED", "xdp_devmap_xmit drops -> fwd/veth2", "kfree_skb OTHERHOST"."""
+    "xdp_exception XDP_ABORTED", "xdp_devmap_xmit drops -> fwd/veth2", "kfree_skb OTHERHOST",
+    and "af_packet tp_drops" for frames a lab capture's full socket dropped (no tracepoint
+    fires for those: a tap's skb is a reference shared with the stack; the socket's
+    PACKET_STATISTICS count them)."""
     where: str
     event: str
     what: str = ""
@@ -423,12 +426,13 @@ class Fates:
     lost: dict[str, int] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     kept: dict[tuple[int, int], int] = field(default_factory=dict)   # frames recorded per device so far
+    lab: Any = field(default=None, compare=False, repr=False)        # where to read them again
 
     def __sub__(self, before: "Fates") -> "Fates":
         counts = {f: n - before.counts.get(f, 0) for f, n in self.counts.items() if n != before.counts.get(f, 0)}
         frames = [f for f in self.frames if f.index >= before.kept.get(f.dev, 0)]
         lost = {k: n - before.lost.get(k, 0) for k, n in self.lost.items() if n != before.lost.get(k, 0)}
-        return Fates(counts, frames, lost, self.missing, self.kept)
+        return Fates(counts, frames, lost, self.missing, self.kept, self.lab)
 
     def mapping(self) -> dict[str, dict[str, int]]:
         """{where: {label: frames}}: the form `assert_fates` compares."""
@@ -503,8 +507,12 @@ def read(lab: "Lab") -> Fates:
             send = next((s for s in reversed(lab.sends) if s.matches(ev.data, ev.length)), None)
             dropped.append(DroppedFrame(dev, index, where, rec.kernel.reason(ev.reason), symbol(ev.location), ev.length,
                                         ev.data, send))
+    for c in lab.captures:      # no tracepoint reports these: the socket's own statistics do
+        if c.drops:
+            fate = Fate(c.iface.key, "af_packet", "tp_drops", ends=True)
+            counts[fate] = counts.get(fate, 0) + c.drops
     lost = {("skb drops' bytes" if k == 0 else f"{EVENTS[k][0]} events"): n for k, n in rec.lost().items()}
-    return Fates(counts, dropped, lost, dict(rec.kernel.missing), kept)
+    return Fates(counts, dropped, lost, dict(rec.kernel.missing), kept, lab)
 
 
 class _Names:
@@ -566,29 +574,53 @@ class _Names:
 
 
 # assertions ----------------------------------------------------------------------------------
-def assert_fates(lab: "Lab", before: Fates | None, expected: Mapping[str, Mapping[str, int]],
-                 timeout: float = 2.0) -> Fates | None:
-    """Assert that since `before` (None: since the lab was built) the kernel reported
-    exactly the `expected` fates, {where: {label: frames}}, and nothing else, re-reading
-    until they match or `timeout` passes. Where the kernel's events cannot be recorded, warns
-    and returns None: the scenario runs on with its counter checks."""
-    try:
-        now = lab.fates()
-    except FatesError as e:
-        warnings.warn(f"fates not checked: {e}", stacklevel=2)
+def assert_fates(before: Fates | None, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Fates | None:
+    """Assert that since `before` (a lab.fates() taken before the traffic) the kernel
+    reported exactly the `expected` fates, {where: {label: frames}}, and nothing else:
+    every frame met a fate the test named. Re-reads until they match or `timeout` passes
+    (events of frames still in flight). Where the kernel's events cannot be recorded
+    (`before` is None: see fates_before), warns and returns None: the scenario runs on
+    with its counter checks. Example::
+
+        before = lab.fates()
+        lab.port("net1/veth1").send(frame, count=100)
+        assert_fates(before, {"fwd/veth0": {"xdp_exception XDP_ABORTED": 100}})
+    """
+    if before is None:
+        warnings.warn("fates not checked: the kernel's events are not recorded for this lab", stacklevel=2)
         return None
+    lab = before.lab
     deadline = time.monotonic() + timeout
     while True:
-        d = now - before if before is not None else now
+        d = lab.fates() - before
         bad = d.mismatches(expected)
         if not bad or time.monotonic() > deadline:
             break
         time.sleep(0.005)
-        now = lab.fates()
     if bad:
         raise AssertionError("the kernel's fates differ from the expectation:\n  " + "\n  ".join(bad) +
                              "\nwhat the kernel reported:\n" + d.table() + "\ndropped frames:\n" + d.by_send())
     return d
+
+
+def fates_before(lab: "Lab") -> Fates | None:
+    """lab.fates() now, or None (with a warning naming why) where they are not recorded."""
+    try:
+        return lab.fates()
+    except FatesError as e:
+        warnings.warn(f"fates not recorded: {e}", stacklevel=2)
+        return None
+
+
+def refused_redirect(ingress: str, target: str, frames: int, features: bool) -> dict[str, dict[str, int]]:
+    """The fates of `frames` frames that a native-mode program redirected (through a
+    devmap) into a veth that cannot take them (its peer runs no NAPI). Kernels that report
+    XDP features (6.3+) refuse them at the redirect: xdp_redirect_err EOPNOTSUPP on the
+    ingress. Older kernels (6.1) accept the redirect and the target's transmit fails:
+    xdp_devmap_xmit with drops and ENXIO."""
+    if features:
+        return {ingress: {f"xdp_redirect_err EOPNOTSUPP -> {target}": frames}}
+    return {ingress: {f"xdp_devmap_xmit drops ENXIO -> {target}": frames}}
 
 
 # the story of the lab's frames (fates.txt) -------------------------------------------------

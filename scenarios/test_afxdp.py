@@ -14,6 +14,8 @@ veth1 has one tx queue, so every frame arrives on veth0's rx queue 0; veth0 has 
 rx queue so that a socket can be bound to the wrong one. Checked on Linux 6.18: frames
 redirected to a socket bound to another queue vanish (the socket refuses them); in skb
 mode no counter at all says so, in drv mode veth0's rx_dropped and rx_queue_0_drops do.
+The kernel's tracepoints say it in both: xdp_redirect_err EINVAL via xsks_map[0] (and in
+skb mode kfree_skb XDP).
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ import pytest
 
 from lab.afxdp import XskSocket
 from lab.counters import assert_counters, veth_hop
+from lab.fates import assert_fates, fates_before
 from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
 from lab.l2fwd.seed import SEED
 from lab.topology import Topology, Veth
@@ -88,6 +91,7 @@ def test_a_socket_bound_to_another_queue_gets_nothing(lab, routed, xdp_mode):
     frame = bytes(seed_frame(lab))
     egress = lab.capture("net2/veth3")
     before = lab.snapshot()
+    fates = fates_before(lab)
 
     lab.port("net1/veth1").send(frame, count=N)
     assert xsk.receive(N, timeout=0.3) == []
@@ -96,6 +100,10 @@ def test_a_socket_bound_to_another_queue_gets_nothing(lab, routed, xdp_mode):
     assert xsk.statistics() == dict.fromkeys(xsk.statistics(), 0), "the socket never saw them"
     drops = {"rx_dropped": N, "rx_queue_0_drops": N} if xdp_mode == "drv" else {}
     assert_counters(before, veth_hop(xdp_mode, N, N * len(frame), **drops))
+    # the kernel's word: the socket refused them (EINVAL: bound to another queue); in skb mode
+    # the skb is then freed as an XDP drop
+    said = {"xdp_redirect_err EINVAL": N, **({"kfree_skb XDP": N} if xdp_mode == "skb" else {})}
+    assert_fates(fates, {"fwd/veth0": said})
 
 
 def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_mode):

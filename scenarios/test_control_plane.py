@@ -26,6 +26,7 @@ import json
 import pytest
 
 from lab.counters import assert_counters, merge, redirected, veth_hop
+from lab.fates import assert_fates, fates_before, refused_redirect
 from lab.errors import MapError, PreflightError
 from lab.features import xdp_features
 from lab.l2fwd.seed import EGRESS, GO_FIXED, GO_SEED, INGRESS, ROUTED, SEED_MAC, go_seed_bytes, seed_frame
@@ -83,6 +84,7 @@ def test_the_seeds_attach_flags_drop_every_frame(lab):
     frame = seed_frame(lab)
     egress = lab.capture("net2/veth3")
     before = lab.snapshot()
+    fates = fates_before(lab)
 
     lab.port("net1/veth1").send(frame, count=N)
 
@@ -94,6 +96,7 @@ def test_the_seeds_attach_flags_drop_every_frame(lab):
         expected = merge(veth_hop("drv", N, N * L, rx_queue_0_xdp_redirect=N), {EGRESS: {"tx_dropped": N}})
     assert_counters(before, expected)
     assert fwd.map("verdict_cnt").get(4) == N, "the program redirected every frame"
+    assert_fates(fates, refused_redirect(INGRESS, EGRESS, N, xdp_features(lab.iface(EGRESS)) is not None))
 
 
 @pytest.mark.expect_drops

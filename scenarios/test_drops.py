@@ -35,6 +35,7 @@ import pytest
 
 from lab.counters import veth_hop
 from lab.errors import MapError, PreflightError, XdpError
+from lab.fates import assert_fates, fates_before, refused_redirect
 from lab.features import redirect_readiness, xdp_features
 from lab.l2fwd.forwarder import L2fwd
 from lab.maps import Layout, hexbytes
@@ -83,6 +84,18 @@ def expected_counters(mode: str, peer: str, n: int, length: int, features: bool)
     return c
 
 
+def expected_fates(mode: str, peer: str, n: int, features: bool) -> dict:
+    """What the kernel reports: a refused redirect (see lab.fates.refused_redirect), or
+    frames delivered to net2, whose stack drops them for want of a UDP socket on their
+    port (NO_SOCKET); in drv mode the devmap's transmit reports them sent."""
+    if (mode, peer) == ("drv", "none"):
+        return refused_redirect("fwd/veth0", "fwd/veth2", n, features)
+    delivered = {"net2/veth3": {"kfree_skb NO_SOCKET": n}}
+    if mode == "drv":
+        delivered["fwd/veth0"] = {"xdp_devmap_xmit -> fwd/veth2": n}
+    return delivered
+
+
 @pytest.mark.expect_drops
 @pytest.mark.parametrize("l2fwd_peer", PEERS)
 def test_redirect_matrix(lab, l2fwd, xdp_mode, l2fwd_peer, lab_findings):
@@ -110,6 +123,7 @@ def test_redirect_matrix(lab, l2fwd, xdp_mode, l2fwd_peer, lab_findings):
     features = xdp_features(lab.iface("fwd/veth2")) is not None
     bad = o.delta.mismatches(expected_counters(xdp_mode, l2fwd_peer, N, o.frame_len, features))
     assert not bad, f"kernel {KERNEL}, {xdp_mode}/{l2fwd_peer}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+    assert_fates(o.fates_before, expected_fates(xdp_mode, l2fwd_peer, N, features))
 
 
 @pytest.mark.xdp_modes("drv")
@@ -129,13 +143,16 @@ def test_preflight_stops_a_native_redirect_into_a_bare_veth(lab, l2fwd):
         "attach an XDP program to net2/veth3 (xdp_pass), turn GRO on there (ethtool -K veth3 gro on), or attach in "
         "skb mode"), str(e.value)
     assert lab.snapshot().values["fwd/veth0"]["rx_packets"] == 0, "nothing was sent"
+    assert lab.sends == [], "the port records no send"
 
 
 @pytest.mark.expect_drops
 def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
     """l2fwd_map routes to outif, but txport_map has no entry: bpf_redirect_map fails and
     returns its flags (0 = XDP_ABORTED). skb mode: no interface counter shows the loss;
-    drv mode: only ethtool's rx_queue_0_xdp_drops does."""
+    drv mode: only ethtool's rx_queue_0_xdp_drops does. The kernel says it both ways:
+    xdp:xdp_exception XDP_ABORTED, then the skb freed (kfree_skb NOT_SPECIFIED, in
+    do_xdp_generic or veth_xdp_rcv_skb)."""
     l2fwd.set_l2fwd(ROUTED, lab.iface("fwd/veth2"), SEED_MAC)
     assert l2fwd.problems(lab, xdp_mode) == [
         f"l2fwd_map routes {ROUTED} to outif {lab.iface('fwd/veth2').ifindex}, which txport_map does not hold: "
@@ -147,6 +164,8 @@ def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
     expected = veth_hop(xdp_mode, N, N * o.frame_len, **({"rx_queue_0_xdp_drops": N} if xdp_mode == "drv" else {}))
     bad = o.delta.mismatches(expected)
     assert not bad, f"kernel {KERNEL}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+    d = assert_fates(o.fates_before, {"fwd/veth0": {"xdp_exception XDP_ABORTED": N, "kfree_skb NOT_SPECIFIED": N}})
+    assert d is None or {f.send for f in d.frames} == {lab.sends[0]}, "every freed skb is one the lab sent"
 
 
 GO_FWD = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
@@ -180,6 +199,7 @@ def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode
     frame = seed_frame(lab)
     egress = lab.capture("net2/veth3")
     before = lab.snapshot()
+    fates = fates_before(lab)
     lab.port("net1/veth1").send(frame, count=N)
     from lab.packets import rewrite
     with pytest.raises(AssertionError, match=r"differs in Ether.dst: expected '00:00:11:22:33:44', "
@@ -190,6 +210,13 @@ def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode
     assert d["net2/veth3"]["rx_packets"] == N, "veth3 counts them as received"
     dropped = {k: c for k, v in d.items() for c in v if "drop" in c or "err" in c}
     assert dropped == {}, f"no drop counter shows them (kernel {KERNEL}): {dropped}"
+    said = {"net2/veth3": {"kfree_skb OTHERHOST": N}}
+    if xdp_mode == "drv":
+        said["fwd/veth0"] = {"xdp_devmap_xmit -> fwd/veth2": N}
+    d = assert_fates(fates, said)
+    if d is not None:
+        assert len(d.frames) == N and {f.send for f in d.frames} == {lab.sends[0]}, d.by_send()
+        assert {f.data[:6] for f in d.frames} == {bytes(6)}, "dropped with the zero destination MAC"
 
 
 JUMBO = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24", mtu=9000),

@@ -24,6 +24,7 @@ import socket
 import pytest
 
 from lab.counters import assert_counters, veth_hop
+from lab.fates import assert_fates, fates_before
 from lab.packets import arp_request, ipv6_udp_frame, rewrite, udp_frame
 
 N = 100
@@ -157,6 +158,7 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     frames = truncated + [bad_ihl, bad_version]
     egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
     before = lab.snapshot()
+    fates = fates_before(lab)
 
     port = lab.port("net1/veth1")
     for f in frames:
@@ -169,3 +171,7 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     m = len(frames)
     assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": m, "tx": 0, "redirect": 0, "malformed": m}
     assert_counters(before, veth_hop(xdp_mode, m, sum(len(f) for f in frames)))
+    # fwd's stack drops each of them as a bad IPv4 header, and the kernel names every one
+    d = assert_fates(fates, {"fwd/veth0": {"kfree_skb IP_INHDR": m}})
+    if d is not None:
+        assert sorted(f.send.raw for f in d.frames if f.send) == sorted(frames), d.by_send()

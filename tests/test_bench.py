@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from lab.l2fwd.bench import KEYS, SIZES
+
 from tests import subproc
 
 pytestmark = subproc.SESSIONS
 
 
+@pytest.mark.timeout(660)     # the quick bench itself runs the scenario suite twice
 def test_quick_bench_emits_every_key(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     r = subproc.run("-m", "lab", "bench", "--quick", "--json", str(out), "--plot", str(png), timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())
     assert set(KEYS) <= set(res), set(KEYS) - set(res)
-    for k in KEYS:
-        assert isinstance(res[k], (int, float)) and res[k] >= 0, (k, res[k])
+    for k in KEYS:      # an overhead measured in one run may come out below 0 (noise)
+        assert isinstance(res[k], (int, float)) and (res[k] >= 0 or k == "fates_overhead_pct"), (k, res[k])
     assert res["capture_drops"] == int(res["capture_drops"])
     assert sorted(res["by_size"]) == ["drop", "drv", "skb"]
     assert all(sorted(map(int, v)) == list(SIZES) for v in res["by_size"].values())

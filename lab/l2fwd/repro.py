@@ -38,7 +38,8 @@ class Observation:
     arrived: list[bytes]
     verdicts: dict[str, int]
     delta: Delta
-    fates: Fates | None = None       # None: this kernel's events cannot be recorded here
+    fates: Fates | None = None         # what the kernel reported meanwhile (None: not recorded here)
+    fates_before: Fates | None = None  # the mark it is counted from (for assert_fates)
     notes: list[str] = field(default_factory=list)
 
 
@@ -51,7 +52,7 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
     try:
         fates_before: Fates | None = lab.fates()
     except FatesError:
-        fates_before = None
+        fates_before = None      # the Observation says so: fates None
     lab.port(SENDER).send(frame, count=frames)
     # every frame has been decided by the program once the verdicts add up
     deadline = time.monotonic() + 2
@@ -61,7 +62,7 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
     egress.poll()
     fates = lab.fates() - fates_before if fates_before is not None else None
     return Observation(frames, len(bytes(frame)), list(egress.received), l2fwd.verdicts(), before.again() - before,
-                       fates)
+                       fates, fates_before)
 
 
 # --- `python -m lab repro`: the same cases, printed for a person --------------------------------
