@@ -61,6 +61,7 @@ struct fate_val { __u64 events; __u64 frames; __u64 drops; };
 
 struct frame_event {
     __u64 location;
+    __u64 time;                     /* bpf_ktime_get_ns: CLOCK_MONOTONIC, as the lab's send times */
     __u32 netns, ifindex;
     __u32 reason;
     __u32 len;                      /* the whole frame, from its Ethernet header */
@@ -234,6 +235,7 @@ static __always_inline void skb_drop(struct sk_buff *skb, void *location, __u32 
     __u32 len = skb->len, linear = len - skb->data_len;
     __u32 before = data > start ? (__u32)(data - start) : 0;
     e->location = (__u64)location;
+    e->time = bpf_ktime_get_ns();
     e->netns = d.netns;
     e->ifindex = d.ifindex;
     e->reason = reason;

@@ -134,9 +134,10 @@ class Lab:
                                    "the scenario's counters still tell what moved")
         return fates.read(self)
 
-    def record_send(self, where: str, raw: bytes, count: int) -> None:
+    def record_send(self, where: str, raw: bytes, count: int, started: int) -> None:
+        """Port.send's record of what it sent (`started`: time.monotonic_ns() before it)."""
         from .fates import Send
-        self.sends.append(Send(len(self.sends) + 1, where, raw, count))
+        self.sends.append(Send(len(self.sends) + 1, where, raw, count, started))
 
     # programs ----------------------------------------------------------------------------
     def register(self, program: LabProgram) -> None:

@@ -120,6 +120,7 @@ class Port:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}",
                                  f"shorter than an Ethernet header ({ETH_HLEN} bytes): AF_PACKET refuses it (EINVAL)",
                                  "send 14 bytes or more; a runt never reaches XDP on a veth")
+        started = time.monotonic_ns()
         try:
             if count == 1:
                 self.sock.send(raw)
@@ -131,7 +132,7 @@ class Port:
                                  errno=e.errno) from None
         self.sent += count
         Port.total_sent += count
-        self.iface.lab.record_send(self.iface.key, raw, count)
+        self.iface.lab.record_send(self.iface.key, raw, count, started)
 
     def close(self) -> None:
         self.sock.close()

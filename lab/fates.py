@@ -54,7 +54,7 @@ NOT_REPORTED = "not reported by this kernel"
 
 _KEY = struct.Struct("<IIIIiIIIIIQ")       # struct fate_key
 _VAL = struct.Struct("<QQQ")               # struct fate_val
-_FRAME = struct.Struct("<QIIIIII")         # struct frame_event, before its bytes
+_FRAME = struct.Struct("<QQIIIIII")        # struct frame_event, before its bytes
 _DEV = struct.Struct("<II")
 BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_PTR, BTF_KIND_FUNC_PROTO = 6, 8, 2, 13
 
@@ -70,6 +70,7 @@ class FrameEvent:
     ifindex: int
     reason: int
     location: int
+    time: int                   # ns, CLOCK_MONOTONIC
     length: int
     data: bytes
 
@@ -155,7 +156,11 @@ class Recorder:
         self._obj: int | None = obj
         try:
             skip = set(self.kernel.missing)
-            for kind, (tracepoint, prog_name) in EVENTS.items():
+            for tracepoint, prog_name in EVENTS.values():
+                if not lib.bpf_object__find_program_by_name(obj, prog_name.encode()):
+                    skip.add(tracepoint)
+                    self.kernel.missing.setdefault(tracepoint, f"not recorded: {path.name} has no {prog_name}")
+                    continue
                 use = tracepoint not in skip
                 if tracepoint == "kfree_skb":
                     lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(obj, b"fate_kfree_skb"),
@@ -218,10 +223,10 @@ class Recorder:
 
     def _on_frame(self, _ctx: int, data: int, size: int) -> int:
         raw = ctypes.string_at(data, size)
-        location, netns, ifindex, reason, length, caplen, _pad = _FRAME.unpack_from(raw)
+        location, when, netns, ifindex, reason, length, caplen, _pad = _FRAME.unpack_from(raw)
         kept = self.frames.get((netns, ifindex))
         if kept is not None:
-            kept.append(FrameEvent(netns, ifindex, reason, location, length,
+            kept.append(FrameEvent(netns, ifindex, reason, location, when, length,
                                    raw[_FRAME.size:_FRAME.size + min(caplen, FRAME_BYTES)]))
         return 0
 
@@ -355,11 +360,13 @@ def errno_name(err: int) -> str:
 # what a lab sees -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Send:
-    """Frames the lab put on an interface: `count` copies of `raw`."""
+    """Frames the lab put on an interface: `count` copies of `raw`, from `time` on (ns,
+    CLOCK_MONOTONIC: the clock of the kernel's event times)."""
     seq: int
     where: str
     raw: bytes
     count: int
+    time: int = 0
 
     def matches(self, data: bytes, length: int) -> bool:
         """Is a dropped frame (its first bytes and full length) one of these? Compared from
@@ -488,11 +495,12 @@ def _summary(data: bytes, length: int) -> str:
     return f"{summary(data)}, {length} bytes"
 
 
-def read(lab: "Lab") -> Fates:
-    """Everything the kernel reported about the lab's devices since they were watched."""
-    rec = recorder()
+def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
+    """Everything the kernel reported about the lab's devices since they were watched (by
+    this process's recorder, or `rec`)."""
+    rec = rec or recorder()
     rec.consume()
-    names = _Names(lab)
+    names = _Names(lab, rec.kernel)
     counts: dict[Fate, int] = {}
     for key, (_events, frames, drops) in rec.counts().items():
         for fate, n in names.fates(key, frames, drops):
@@ -504,7 +512,9 @@ def read(lab: "Lab") -> Fates:
         kept[dev] = len(events)
         for index, ev in enumerate(events):
             where = names.device(ev.netns, ev.ifindex)
-            send = next((s for s in reversed(lab.sends) if s.matches(ev.data, ev.length)), None)
+            # the latest send of these bytes before the kernel dropped it
+            send = next((s for s in reversed(lab.sends) if s.time <= ev.time and s.matches(ev.data, ev.length)),
+                        None)
             dropped.append(DroppedFrame(dev, index, where, rec.kernel.reason(ev.reason), symbol(ev.location), ev.length,
                                         ev.data, send))
     for c in lab.captures:      # no tracepoint reports these: the socket's own statistics do
@@ -518,11 +528,11 @@ def read(lab: "Lab") -> Fates:
 class _Names:
     """Kernel numbers in a lab's names: devices, programs, maps."""
 
-    def __init__(self, lab: "Lab") -> None:
+    def __init__(self, lab: "Lab", kernel: KernelEvents) -> None:
         self.lab = lab
         self.by_dev = {(netns_inode(i), i.ifindex): key for key, i in lab.interfaces.items()}
         self.devices = list(self.by_dev)
-        self.reasons = recorder().kernel
+        self.reasons = kernel
         self.progs: dict[int, str] = {}
         self.maps: dict[int, str] = {}
         for p in lab.programs:
