@@ -282,7 +282,7 @@ def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
 FATES = ("on", "paths", "off")
 
 
-def _watch_fates(lab: Lab, level: str) -> None:
+def watch_fates(lab: Lab, level: str) -> None:
     """Record the kernel's events about frames on every device of the lab (lab.fates);
     "paths" also counts every successful redirect. Where recording is impossible, say why in
     lab.fates_problem and build on."""
@@ -354,7 +354,7 @@ def _build(topology: Topology, names: NameFactory | None, fates: str) -> Lab:
                 ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
             _static_neighbours(lab, v)
         _wait_operstate_up(lab)
-        _watch_fates(lab, fates)
+        watch_fates(lab, fates)
     except BaseException:
         with contextlib.suppress(LabError):
             lab.close()

@@ -33,6 +33,12 @@ def _repro(args: argparse.Namespace) -> int:
     print("verdicts: " + ", ".join(f"{k} {v}" for k, v in o.verdicts.items()))
     print("\ncounters that moved (delta):")
     print(o.delta.table())
+    print("\nwhat the kernel said (its tracepoints, every redirect followed):")
+    if o.fates is None:
+        print("  (not recorded on this machine: see `python -m lab why` for the reason)")
+    else:
+        print(o.fates.table())
+        print(o.fates.by_send())
     print("\n" + o.notes[0])
     print("\nwhat happened:")
     print(textwrap.fill(explanation, width=100))
@@ -59,7 +65,74 @@ def _down(args: argparse.Namespace) -> int:
 
 def _status(args: argparse.Namespace) -> int:
     from . import uplab
+    if args.netns:
+        from . import existing, programs
+        lab = existing.open_existing(args.netns, args.iface)
+        try:
+            print(existing.status_text(lab))
+        finally:
+            lab.close()
+            programs.close_objects()
+        return 0
+    if args.iface:
+        raise LabError("show interfaces", "--iface needs --netns", "give the namespace: --netns net1 --iface veth0")
     print(uplab.status_text(uplab.find(args.lab)))
+    return 0
+
+
+def _why(args: argparse.Namespace) -> int:
+    """Watch the kernel's fates on a lab (or existing namespaces) while frames flow."""
+    import json
+    import time
+
+    from . import existing, fates, uplab
+    from .built import watch_fates
+    from .counters import Snapshot
+    if args.count is not None and args.count < 1:
+        raise LabError(f"send {args.count} frames", "the count must be 1 or more", "give --count 100")
+    if args.netns:
+        if args.src:
+            raise LabError("send frames into existing namespaces", "`why --netns` only watches: it changes nothing "
+                           "there, traffic included", "send your own traffic while it watches (--watch SECONDS)")
+        lab = existing.open_existing(args.netns, args.iface)
+        what = f"namespace(s) {', '.join(args.netns)}"
+    else:
+        if args.iface:
+            raise LabError("watch interfaces", "--iface needs --netns", "give the namespace: --netns net1 --iface veth0")
+        state = uplab.find(args.lab)
+        lab = uplab.attach(state)
+        what = f"lab {state['name']}"
+    try:
+        if not args.netns:
+            existing.adopt_all(lab)
+        watch_fates(lab, "on" if args.no_paths else "paths")
+        if lab.fates_problem is not None:
+            raise LabError(f"watch the fates of {what}", lab.fates_problem,
+                           "the counters still tell: python -m lab status")
+        before, counters = lab.fates(), Snapshot.of(lab)
+        if args.src:
+            frame, iface = _frame(lab, args.src, args.kind, args.to, args.port)
+            port = lab.port(iface.key)
+            port.send(frame, count=args.count or 1)
+            time.sleep(args.settle)
+            since = f"while `lab why` sent {args.count or 1} frame(s) from {iface.key}"
+        else:
+            print(f"watching {what} for {args.watch} s (Ctrl-C to stop early)...", file=sys.stderr, flush=True)
+            try:
+                time.sleep(args.watch)
+            except KeyboardInterrupt:
+                pass
+            since = f"while `lab why` watched {what}"
+        d, moved = lab.fates() - before, counters.again() - counters
+        if args.json:
+            print(json.dumps({**fates.to_json(d), "counters": moved.moved()}, indent=2))
+        else:
+            print(fates.story(lab, d, moved, since))
+    finally:
+        lab.close()
+        fates.close()
+        from . import programs
+        programs.close_objects()
     return 0
 
 
@@ -138,22 +211,27 @@ def _lab_iface(state: dict, key: str) -> "Any":
         raise
 
 
+def _frame(lab: "Any", src: str, kind: str, to: str | None, port: int) -> "Any":
+    """The frame `send` and `why` put on interface `src` of a lab, and that interface."""
+    from .packets import arp_request, ipv6_udp_frame, udp_frame
+    iface = lab.iface(src)
+    peer = lab.peer(iface.key)
+    if kind == "udp":
+        if not to:
+            raise LabError("send udp frames", "no destination", "give --to 192.168.0.1")
+        return udp_frame(eth_src=iface.mac, eth_dst=peer.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=to,
+                         dport=port), iface
+    if kind == "arp":
+        return arp_request(eth_src=iface.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=to or peer.ip), iface
+    return ipv6_udp_frame(eth_src=iface.mac, eth_dst=peer.mac), iface
+
+
 def _send(args: argparse.Namespace) -> int:
     from . import uplab
     from .dataplane import Port
-    from .packets import arp_request, ipv6_udp_frame, udp_frame
     lab, iface = _lab_iface(uplab.find(args.lab), args.src)
     try:
-        peer = lab.peer(iface.key)
-        if args.kind == "udp":
-            if not args.to:
-                raise LabError("send udp frames", "no destination", "give --to 192.168.0.1")
-            frame = udp_frame(eth_src=iface.mac, eth_dst=peer.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=args.to,
-                              dport=args.port)
-        elif args.kind == "arp":
-            frame = arp_request(eth_src=iface.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=args.to or peer.ip)
-        else:
-            frame = ipv6_udp_frame(eth_src=iface.mac, eth_dst=peer.mac)
+        frame, _ = _frame(lab, args.src, args.kind, args.to, args.port)
         port = Port(iface)
         try:
             done = 0
@@ -276,9 +354,35 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_down)
     p = sub.add_parser("status", help="namespaces, links, addresses, XDP and counters of a lab",
-                       epilog="example: python -m lab status")
+                       description="A lab that is up, or (--netns) namespaces the lab did not make, read-only: the "
+                                   "XDP programs attached there and their modes, the preflight over their redirect "
+                                   "targets, their maps decoded from BTF.",
+                       epilog="example: python -m lab status; python -m lab status --netns net1 --iface veth0")
     p.add_argument("--lab", **lab_arg)
+    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
+    p.add_argument("--iface", action="append", metavar="IF", help="only this interface of it (repeat)")
     p.set_defaults(func=_status)
+    p = sub.add_parser("why", help="where did the frames go: the kernel's fates while frames flow",
+                       description="Record what the kernel does with frames on a lab's interfaces (XDP "
+                                   "exceptions, redirects and their errors, transmits, skb drops with their reason "
+                                   "and kernel function) while it sends frames (--from) or while you send your own "
+                                   "(--watch). --netns looks at namespaces the lab did not make, changing nothing "
+                                   "there.",
+                       epilog="example: python -m lab why --from net1/veth1 --to 192.168.0.1 --count 100; "
+                              "python -m lab why --netns net1 --watch 10 --json")
+    p.add_argument("--lab", **lab_arg)
+    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
+    p.add_argument("--iface", action="append", metavar="IF", help="with --netns: only this interface (repeat)")
+    p.add_argument("--from", dest="src", metavar="NS/IF", help="send frames from this interface of the lab")
+    p.add_argument("--to", help="their destination IPv4 address (udp, arp)")
+    p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
+    p.add_argument("--port", type=int, default=5678, help="UDP destination port")
+    p.add_argument("--count", type=int, help="how many to send (default 1)")
+    p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for the frames' fates (default 0.5)")
+    p.add_argument("--watch", type=float, default=10.0, help="without --from: seconds to watch (default 10)")
+    p.add_argument("--no-paths", action="store_true", help="do not follow every successful redirect (cheaper)")
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.set_defaults(func=_why)
     p = sub.add_parser("dump", help="the forwarder's maps, raw and decoded (as bpftool map dump)",
                        epilog="example: python -m lab dump l2fwd_map --json")
     p.add_argument("map", nargs="?", help="one map (default: all)")

@@ -51,6 +51,8 @@ EVENTS = {1: ("xdp_exception", "fate_xdp_exception"), 2: ("xdp_redirect", "fate_
 ARGS = {"xdp_exception": 3, "xdp_redirect": 7, "xdp_redirect_err": 7, "xdp_devmap_xmit": 5, "xdp_bulk_tx": 4}
 XDP_ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 NOT_REPORTED = "not reported by this kernel"
+_RANK = {"xdp_redirect": 0, "xdp_redirect_err": 1, "xdp_exception": 2, "xdp_devmap_xmit": 3, "xdp_bulk_tx": 4,
+         "kfree_skb": 5, "af_packet": 6}      # the order a frame meets them in
 
 _KEY = struct.Struct("<IIIIiIIIIIQ")       # struct fate_key
 _VAL = struct.Struct("<QQQ")               # struct fate_val
@@ -639,7 +641,7 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
     what the kernel did there) and where and why they ended, with the counters that moved
     at each interface beside it."""
     by_where: dict[str, list[tuple[Fate, int]]] = {}
-    for fate, n in sorted(f.counts.items()):
+    for fate, n in sorted(f.counts.items(), key=lambda x: (x[0].where, _RANK.get(x[0].event, 9), x[0].label)):
         by_where.setdefault(fate.where, []).append((fate, n))
     progs: dict[str, list[str]] = {}
     for p in lab.programs:
@@ -649,6 +651,12 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
              "Each interface shows the programs attached there, the counters that moved, and the kernel's",
              "events (tracepoints), '<-- dropped' where frames ended.", ""]
     shown: set[str] = set()
+
+    def peer(key: str) -> str | None:
+        try:
+            return lab.peer(key).key
+        except LabError:
+            return None
 
     def counters(key: str) -> str:
         c = moved.get(key, {})
@@ -665,28 +673,46 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
         for fate, n in by_where.get(key, []):
             lines.append(f"{pad}  {n:>8} x {fate.describe()}{'   <-- dropped' if fate.ends else ''}")
             if fate.to in lab.interfaces and not fate.ends and fate.event in ("xdp_redirect", "xdp_devmap_xmit"):
-                lines.append(f"{pad}    out of {fate.to} ({counters(fate.to)}), into its peer:")
+                other = peer(fate.to)
+                lines.append(f"{pad}    out of {fate.to} ({counters(fate.to)}), into "
+                             + ("its peer:" if other else "a peer outside what is watched"))
                 shown.add(fate.to)
-                visit(lab.peer(fate.to).key, depth + 3)
+                if other:
+                    visit(other, depth + 3)
 
     starts = list(dict.fromkeys(s.where for s in lab.sends))
     for start in starts:
         for s in lab.sends:
             if s.where == start:
                 lines.append(str(s))
-        lines.append(f"  out of {start} ({counters(start)}), into its peer:")
         shown.add(start)
-        visit(lab.peer(start).key, 2)
+        other = peer(start)
+        lines.append(f"  out of {start} ({counters(start)}), into " + ("its peer:" if other else "a peer outside "
+                                                                         "what is watched"))
+        if other:
+            visit(other, 2)
         lines.append("")
-    if not starts:
-        lines += ["The lab's ports sent nothing.", ""]
     rest = [k for k in lab.interfaces if k not in shown and (k in by_where or moved.get(k))]
     if rest:
-        lines.append("Elsewhere in the lab (frames the lab did not send, or paths the kernel does not report "
-                     "without --lab-fates=paths):")
+        lines.append("Where frames the lab did not send went (or paths it cannot follow without fates=paths):"
+                     if starts else "Interfaces where the kernel reported something or counters moved:")
         for key in rest:
             visit(key, 1)
         lines.append("")
     lines += ["Dropped frames, one by one (skb drops carry the frame's bytes):", f.by_send(), "",
               "Every event:", f.table()]
     return "\n".join(lines)
+
+
+def to_json(f: Fates) -> dict[str, Any]:
+    """A Fates for scripts: every fate with its frames, the dropped frames grouped by send."""
+    groups: dict[tuple[Any, ...], int] = {}
+    for fr in f.frames:
+        k = (fr.send.seq if fr.send else None, fr.where, fr.reason, fr.location, fr.data.hex())
+        groups[k] = groups.get(k, 0) + 1
+    return {"fates": [{"where": x.where, "label": x.label, "event": x.event, "what": x.what, "to": x.to,
+                       "program": x.program, "via": x.via, "location": x.location, "dropped": x.ends, "frames": n}
+                      for x, n in sorted(f.counts.items())],
+            "dropped_frames": [{"send": seq, "where": w, "reason": r, "location": loc, "bytes": data, "count": n}
+                               for (seq, w, r, loc, data), n in groups.items()],
+            "lost": f.lost, "not_reported": f.missing}

@@ -15,7 +15,7 @@ from lab.l2fwd.seed import SEED
 from tests import subproc
 
 pytestmark = subproc.SESSIONS
-COMMANDS = ("up", "down", "status", "dump", "trace", "send", "capture", "exec", "clean", "repro", "bench")
+COMMANDS = ("up", "down", "status", "dump", "trace", "send", "capture", "exec", "clean", "repro", "bench", "why")
 
 
 def lab(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:

@@ -112,7 +112,7 @@ def run_case(case: Case, frames: int = 1000) -> tuple[Observation, str]:
     """Build the seed topology, run `case`, tear everything down; return what was seen and
     the explanation."""
     from ..built import build
-    with build(SEED) as lab, l2fwd_on(lab, case.mode, case.peer) as fwd:
+    with build(SEED, fates="paths") as lab, l2fwd_on(lab, case.mode, case.peer) as fwd:
         veth2 = lab.iface(EGRESS)
         if case.routes == "route":
             fwd.route(ROUTED, via=veth2, mac=SEED_MAC)
