@@ -694,7 +694,8 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
         lines.append("")
     rest = [k for k in lab.interfaces if k not in shown and (k in by_where or moved.get(k))]
     if rest:
-        lines.append("Where frames the lab did not send went (or paths it cannot follow without fates=paths):"
+        lines.append("Other interfaces where counters moved or the kernel reported something (successful "
+                     "redirects are followed only with fates=paths, --lab-fates=paths):"
                      if starts else "Interfaces where the kernel reported something or counters moved:")
         for key in rest:
             visit(key, 1)

@@ -119,8 +119,14 @@ def table(results: list[dict[str, Any]]) -> str:
 def _finding(result: dict[str, Any], test: str) -> str:
     for key, f in result["findings"].items():
         if test.endswith(key.split("::")[-1]):
-            drops = [f"{iface} {c}" for iface, cs in f.get("moved", {}).items() for c in cs]
-            return "(" + ("; ".join(drops) if drops else "no drop counter") + ")"
+            out = []
+            if "moved" in f:
+                drops = [f"{iface} {c}" for iface, cs in f["moved"].items() for c in cs]
+                out.append("; ".join(drops) if drops else "no drop counter")
+            if f.get("fates") is not None:     # what the kernel said: the events that end frames, and transmits
+                said = [f"{iface} {label} x{n}" for iface, labels in f["fates"].items() for label, n in labels.items()]
+                out.append("kernel: " + ("; ".join(said) if said else "nothing"))
+            return "(" + " | ".join(out) + ")" if out else ""
     return ""
 
 

@@ -110,7 +110,8 @@ def test_redirect_matrix(lab, l2fwd, xdp_mode, l2fwd_peer, lab_findings):
     probe = redirect_readiness(lab, lab.iface("fwd/veth2"), xdp_mode)
     o = send_and_observe(lab, l2fwd, N)
     moved = {k: {c: v for c, v in cs.items() if "drop" in c or "err" in c} for k, cs in o.delta.items()}
-    lab_findings(arrived=len(o.arrived), sent=N, probe=str(probe), moved={k: v for k, v in moved.items() if v})
+    lab_findings(arrived=len(o.arrived), sent=N, probe=str(probe), moved={k: v for k, v in moved.items() if v},
+                 fates=o.fates.mapping() if o.fates else None)
 
     outcome = "arrive" if probe.ready else "vanish"
     assert outcome == OUTCOME[(xdp_mode, l2fwd_peer)], f"kernel {KERNEL}: the probe says {probe}, the table " \
@@ -147,7 +148,7 @@ def test_preflight_stops_a_native_redirect_into_a_bare_veth(lab, l2fwd):
 
 
 @pytest.mark.expect_drops
-def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
+def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode, lab_findings):
     """l2fwd_map routes to outif, but txport_map has no entry: bpf_redirect_map fails and
     returns its flags (0 = XDP_ABORTED). skb mode: no interface counter shows the loss;
     drv mode: only ethtool's rx_queue_0_xdp_drops does. The kernel says it both ways:
@@ -158,6 +159,7 @@ def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode):
         f"l2fwd_map routes {ROUTED} to outif {lab.iface('fwd/veth2').ifindex}, which txport_map does not hold: "
         "the redirect fails (XDP_ABORTED); add it with set_txport()"]
     o = send_and_observe(lab, l2fwd, N)
+    lab_findings(fates=o.fates.mapping() if o.fates else None)
 
     assert o.arrived == []
     assert o.verdicts == {"aborted": N, "drop": 0, "pass": 0, "tx": 0, "redirect": 0, "malformed": 0}
@@ -172,7 +174,7 @@ GO_FWD = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("
 
 
 @pytest.mark.expect_drops
-def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode):
+def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode, lab_findings):
     """The seed's control plane wrote l2fwd_map values as a Go struct with an 8-byte int.
 
     The whole 16-byte value is refused by the harness, naming both layouts. Its first 12
@@ -213,7 +215,11 @@ def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode
     said = {"net2/veth3": {"kfree_skb OTHERHOST": N}}
     if xdp_mode == "drv":
         said["fwd/veth0"] = {"xdp_devmap_xmit -> fwd/veth2": N}
-    d = assert_fates(fates, said)
+    try:
+        d = assert_fates(fates, said)
+    finally:
+        if fates is not None:       # for the kernel matrix: what this kernel said, matching or not
+            lab_findings(fates=(lab.fates() - fates).mapping())
     if d is not None:
         assert len(d.frames) == N and {f.send for f in d.frames} == {lab.sends[0]}, d.by_send()
         assert {f.data[:6] for f in d.frames} == {bytes(6)}, "dropped with the zero destination MAC"

@@ -20,12 +20,18 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
     out = r.stdout
     assert r.returncode == 1 and "2 failed" in out, out + r.stderr
     for section in ("lab counters", "lab xdp", "lab programs", "lab maps", "lab verdicts", "lab trace",
-                    "lab artifacts"):
+                    "lab fates", "lab artifacts"):
         assert section in out, f"{section} missing from the report:\n{out}"
     routed = tmp_path / "tests_failing_scenario_fails.py_test_fails_routed_bcc-skb"
     unrouted = tmp_path / "tests_failing_scenario_fails.py_test_fails_unrouted_bcc-skb"
     assert sorted(p.name for p in routed.iterdir()) == [
-        "counters.txt", "maps.txt", "net2_veth3.pcap", "programs.txt", "trace.txt", "verdicts.txt", "xdp.txt"]
+        "counters.txt", "fates.txt", "maps.txt", "net2_veth3.pcap", "programs.txt", "trace.txt", "verdicts.txt",
+        "xdp.txt"]
+    fates = (routed / "fates.txt").read_text()
+    assert "send #1 on net1/veth1: 7 x 56 bytes, 02:00:00:00:01:02 > 02:00:00:00:01:01 IP / UDP" in fates, fates
+    assert "7 x kfree_skb NO_SOCKET in __udp4_lib_rcv+0x" in fates and \
+        "7 dropped on net2/veth3: kfree_skb NO_SOCKET" in fates and "as dropped: 02:00:00:00:01:02 > " \
+        "00:00:11:22:33:44" in fates, "net2's stack drops the forwarded frames: no UDP socket listens"
 
     counters = (routed / "counters.txt").read_text()
     assert "net2/veth3" in counters and "rx_packets" in counters
