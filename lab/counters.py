@@ -78,6 +78,19 @@ def merge(*parts: Mapping[str, Mapping[str, int]]) -> dict[str, dict[str, int]]:
     return out
 
 
+def exact_mismatches(got: Mapping[str, Mapping[str, int]], expected: Mapping[str, Mapping[str, int]],
+                     fmt: str = "d") -> list[str]:
+    """"where what: expected X, got Y" for every number of {where: {what: n}} that differs,
+    a missing one counting as 0 on either side (counters here, fates in lab.fates)."""
+    out = []
+    for key in sorted(set(got) | set(expected)):
+        g, w = got.get(key, {}), expected.get(key, {})
+        for c in sorted(set(g) | set(w)):
+            if g.get(c, 0) != w.get(c, 0):
+                out.append(f"{key} {c}: expected {w.get(c, 0):{fmt}}, got {g.get(c, 0):{fmt}}")
+    return out
+
+
 class Delta(dict[str, dict[str, int]]):
     """Per interface key ("fwd/veth0"), the counters that changed and by how much."""
 
@@ -87,13 +100,7 @@ class Delta(dict[str, dict[str, int]]):
     def mismatches(self, expected: Mapping[str, Mapping[str, int]]) -> list[str]:
         """Differences from `expected`: every counter named there must have moved by exactly
         that much, and every counter not named must not have moved at all."""
-        out = []
-        for key in sorted(set(self) | set(expected)):
-            got, want = self.get(key, {}), expected.get(key, {})
-            for c in sorted(set(got) | set(want)):
-                if got.get(c, 0) != want.get(c, 0):
-                    out.append(f"{key} {c}: expected {want.get(c, 0):+d}, got {got.get(c, 0):+d}")
-        return out
+        return exact_mismatches(self, expected, "+d")
 
     def table(self) -> str:
         rows = [f"  {k:<16} {c:<28} {v:+d}" for k, d in sorted(self.items()) for c, v in sorted(d.items())]

@@ -456,13 +456,8 @@ class Fates:
         return sum(n for f, n in self.counts.items() if f.ends)
 
     def mismatches(self, expected: Mapping[str, Mapping[str, int]]) -> list[str]:
-        got, out = self.mapping(), []
-        for where in sorted(set(got) | set(expected)):
-            g, w = got.get(where, {}), expected.get(where, {})
-            for label in sorted(set(g) | set(w)):
-                if g.get(label, 0) != w.get(label, 0):
-                    out.append(f"{where} {label}: expected {w.get(label, 0)}, got {g.get(label, 0)}")
-        return out
+        from .counters import exact_mismatches
+        return exact_mismatches(self.mapping(), expected)
 
     def table(self) -> str:
         """One row per fate: where, what, how many frames; then every problem with the record."""

@@ -82,7 +82,8 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
                        f"take it down first (`python -m lab down --lab {labname}`) or use --name")
     _say(progress, f"building {len(spec.topology.all_namespaces)} namespaces and {len(spec.topology.veths)} "
                    f"veth pairs")
-    lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), UpNames(labname))
+    # no fates here: this process exits and leaves the lab up (`python -m lab why` watches it)
+    lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), UpNames(labname), fates="off")
     sweep.set_pin_owner(f"up-{labname}")
     state: dict[str, Any] = {
         "name": labname, "file": str(Path(file).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),

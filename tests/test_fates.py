@@ -16,23 +16,11 @@ from lab.built import build
 from lab.fates import FatesError, Recorder, assert_fates, fates_before
 from lab.l2fwd.repro import l2fwd_on
 from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
-from lab.packets import udp_frame
-from lab.topology import End, Topology, Veth
 from tests.subproc import ROOT, child_env
+from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the pair, its frame and its fixture
 
 #   a: v0 ──── b: v1 (no address: b's stack drops whatever IPv4 arrives, IP_INADDRERRORS)
-PAIR = Topology((Veth(End("a", "v0", "02:00:00:00:0a:00"), End("b", "v1", "02:00:00:00:0b:00")),), name="pair")
 DROPPED = "kfree_skb IP_INADDRERRORS"
-
-
-@pytest.fixture
-def lab_topology():
-    return PAIR
-
-
-def frame(**kw):
-    return udp_frame(eth_src="02:00:00:00:0a:00", eth_dst="02:00:00:00:0b:00", ip_src="10.9.0.1",
-                     ip_dst="10.9.0.2", **kw)
 
 
 def test_a_fate_the_test_did_not_name_fails_with_what_the_kernel_said(lab):
