@@ -171,19 +171,28 @@ static __always_inline void redirect(__u32 kind, const struct net_device *dev, c
     count(&k, 1, kind == REDIRECT_ERR);
 }
 
-SEC("tp_btf/xdp_redirect")
-int BPF_PROG(fate_xdp_redirect, const struct net_device *dev, const struct bpf_prog *xdp, const void *tgt,
-             int err, __u32 map_type, __u32 map_id, __u32 index)
+/* Arguments declared `void *` (a redirect's target, kfree_skb's location) cannot be read
+ * from a tp_btf context before 6.x ("arg type UNKNOWN is not a struct" on 6.1): copy them. */
+static __always_inline __u64 untyped_arg(unsigned long long *ctx, int i)
 {
-    redirect(REDIRECT, dev, xdp, tgt, err, map_type, map_id, index);
+    __u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), &ctx[i]);
+    return v;
+}
+
+SEC("tp_btf/xdp_redirect")
+int fate_xdp_redirect(unsigned long long *ctx)
+{
+    redirect(REDIRECT, (const struct net_device *)ctx[0], (const struct bpf_prog *)ctx[1],
+             (const void *)untyped_arg(ctx, 2), (int)ctx[3], (__u32)ctx[4], (__u32)ctx[5], (__u32)ctx[6]);
     return 0;
 }
 
 SEC("tp_btf/xdp_redirect_err")
-int BPF_PROG(fate_xdp_redirect_err, const struct net_device *dev, const struct bpf_prog *xdp, const void *tgt,
-             int err, __u32 map_type, __u32 map_id, __u32 index)
+int fate_xdp_redirect_err(unsigned long long *ctx)
 {
-    redirect(REDIRECT_ERR, dev, xdp, tgt, err, map_type, map_id, index);
+    redirect(REDIRECT_ERR, (const struct net_device *)ctx[0], (const struct bpf_prog *)ctx[1],
+             (const void *)untyped_arg(ctx, 2), (int)ctx[3], (__u32)ctx[4], (__u32)ctx[5], (__u32)ctx[6]);
     return 0;
 }
 
@@ -248,17 +257,17 @@ static __always_inline void skb_drop(struct sk_buff *skb, void *location, __u32 
 }
 
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(fate_kfree_skb, struct sk_buff *skb, void *location, __u32 reason)
+int fate_kfree_skb(unsigned long long *ctx)
 {
-    skb_drop(skb, location, reason);
+    skb_drop((struct sk_buff *)ctx[0], (void *)untyped_arg(ctx, 1), (__u32)ctx[2]);
     return 0;
 }
 
 /* Kernels before 5.17 pass no reason: the lab loads this one instead. */
 SEC("tp_btf/kfree_skb")
-int BPF_PROG(fate_kfree_skb_noreason, struct sk_buff *skb, void *location)
+int fate_kfree_skb_noreason(unsigned long long *ctx)
 {
-    skb_drop(skb, location, 0);
+    skb_drop((struct sk_buff *)ctx[0], (void *)untyped_arg(ctx, 1), 0);
     return 0;
 }
 
