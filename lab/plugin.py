@@ -163,7 +163,9 @@ def lab_topology() -> Topology:
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]:
     """The built lab: namespaces and veth pairs of `lab_topology`, with a preflight check of
-    every attached program's redirect targets before each send (off with expect_drops).
+    every attached program's redirect targets before each send (off with expect_drops), and
+    the kernel's fates of frames on its devices recorded (`lab.fates()`; --lab-fates, or
+    @pytest.mark.lab_fates("paths") to follow every redirect).
 
     Scope: function. Depends on: lab_topology. Everything in it is removed after the test,
     pass or fail, in reverse order. Example::
