@@ -202,11 +202,14 @@ int BPF_PROG(fate_xdp_devmap_xmit, const struct net_device *from, const struct n
 {
     struct dev_key d, t = {};
     int mine = lab_device(from, &d);
-    int theirs = lab_device(to, &t);
-    if (!mine && !theirs)
-        return 0;
-    if (!mine)
-        d.netns = d.ifindex = 0;
+    if (mine && to) {               /* the target needs no lookup: the event is the lab's already */
+        t.ifindex = to->ifindex;
+        t.netns = to->nd_net.net->ns.inum;
+    } else if (!mine) {
+        if (!lab_device(to, &t))
+            return 0;
+        d.netns = d.ifindex = 0;    /* into a lab device from elsewhere */
+    }
     struct fate_key k = {.kind = DEVMAP_XMIT, .netns = d.netns, .ifindex = d.ifindex, .code = err,
                          .to_netns = t.netns, .to_ifindex = t.ifindex};
     count(&k, sent, drops);
