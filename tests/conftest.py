@@ -28,3 +28,11 @@ def one_session_at_a_time() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that take the session lock may wait for others that hold it (the quick bench
+    holds it for minutes): their timeout covers the wait."""
+    for item in items:
+        if "one_session_at_a_time" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.timeout(900))
