@@ -2,14 +2,61 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import os
-import select
+import platform
+import signal
 import sys
 import textwrap
-from typing import Any
+from typing import Any, NoReturn
 
 from .errors import LabError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one line in the lab's form: "python -m lab send: ..."."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+
+
+def ipv4(text: str) -> str:
+    """An IPv4 address as typed (never a name: nothing goes to DNS)."""
+    import ipaddress
+    try:
+        return str(ipaddress.IPv4Address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IPv4 address (write it as 192.168.0.1)") from None
+
+
+def port(text: str) -> int:
+    n = _int(text, "port")
+    if not 1 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"port {n} is not between 1 and 65535")
+    return n
+
+
+def positive(text: str) -> int:
+    n = _int(text, "count")
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n} is not a count of 1 or more")
+    return n
+
+
+def seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not v > 0 or v != v or v == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return v
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number") from None
 
 
 def _repro(args: argparse.Namespace) -> int:
@@ -88,8 +135,6 @@ def _why(args: argparse.Namespace) -> int:
     from . import existing, fates, uplab
     from .built import watch_fates
     from .counters import Snapshot
-    if args.count is not None and args.count < 1:
-        raise LabError(f"send {args.count} frames", "the count must be 1 or more", "give --count 100")
     if args.netns:
         if args.src:
             raise LabError("send frames into existing namespaces", "`why --netns` only watches: it changes nothing "
@@ -167,7 +212,6 @@ def _trace(args: argparse.Namespace) -> int:
     import time
 
     from . import uplab
-    from .trace import TRACEFS
     state = uplab.find(args.lab)
     tag = state.get("trace_tag")
     if tag is None:
@@ -176,28 +220,17 @@ def _trace(args: argparse.Namespace) -> int:
                        "for bpf/l2fwd.c), then down and up")
     marker = f"l2fwd[{tag}] "
     print(f"bpf_printk lines of lab {state['name']} (Ctrl-C to stop):", file=sys.stderr, flush=True)
+    from .trace import follow
     seen, deadline = 0, time.monotonic() + args.timeout if args.timeout else None
-    fd = os.open(os.path.join(TRACEFS, "trace_pipe"), os.O_RDONLY | os.O_NONBLOCK)
-    buf = b""
     try:
-        while args.count is None or seen < args.count:
-            if deadline and time.monotonic() > deadline:
+        for line in follow(marker):
+            if line:
+                print(line.strip(), flush=True)
+                seen += 1
+            if (args.count is not None and seen >= args.count) or (deadline and time.monotonic() > deadline):
                 break
-            select.select([fd], [], [], 0.2)
-            try:
-                buf += os.read(fd, 65536)
-            except BlockingIOError:
-                continue
-            *lines, buf = buf.split(b"\n")
-            for line in lines:
-                text = line.decode(errors="replace")
-                if marker in text and (args.count is None or seen < args.count):
-                    print(text.strip(), flush=True)
-                    seen += 1
     except KeyboardInterrupt:
         pass
-    finally:
-        os.close(fd)
     return 0
 
 
@@ -256,6 +289,12 @@ def _capture(args: argparse.Namespace) -> int:
     from . import uplab
     from .dataplane import Capture
     from .packets import summary
+    if args.pcap:           # before any frame: a path that cannot be written fails now, not at the end
+        try:
+            open(args.pcap, "wb").close()
+        except OSError as e:
+            raise LabError(f"write pcap file {args.pcap}", e.strerror or str(e),
+                           "give a file in a folder that exists and is writable") from None
     lab, iface = _lab_iface(uplab.find(args.lab), args.iface)
     cap = Capture(iface)
     print(f"capturing what {iface.key} receives (Ctrl-C to stop)...", file=sys.stderr, flush=True)
@@ -297,6 +336,10 @@ def _exec(args: argparse.Namespace) -> int:
 
 def _clean(args: argparse.Namespace) -> int:
     from . import sweep, uplab
+    for state in uplab.unfinished():          # labs whose `up` or `down` was killed part-way
+        uplab.down(state["name"])
+        print(f"finished removing lab {state['name']} (left half-"
+              f"{'built' if state.get('phase') == 'building' else 'removed'} by pid {state.get('pid')})")
     found = sweep.leftovers()
     removed = sweep.sweep(include_live=args.force)
     for r in removed:
@@ -305,9 +348,15 @@ def _clean(args: argparse.Namespace) -> int:
     if args.force:
         for name in uplab.running():
             uplab.state_path(name).unlink()
+            sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{name}")
     kept = [f for f in found if f.alive and not args.force]
     for k in kept:
-        why = f"lab {k.owner[3:]} is up (`python -m lab down`)" if k.owner else f"its owner pid {k.pid} is still running"
+        if k.owner:
+            state = uplab.read_state(k.owner[3:]) or {}
+            why = f"lab {k.owner[3:]} is up (`python -m lab down`)" if state.get("phase", "up") == "up" \
+                else uplab.busy(state)
+        else:
+            why = f"its owner pid {k.pid} is still running"
         print(f"kept {k.netns}: {why}; --force removes it")
     if not found:
         print("nothing to clean: no namespace recorded by the lab")
@@ -325,15 +374,15 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m lab", description="The XDP forwarder lab outside pytest.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="python -m lab", description="The XDP forwarder lab outside pytest.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     p = sub.add_parser("repro", help="reproduce a case of vanishing frames and explain it",
                        description="Build the seed topology, run one case, print the counters and what the "
                                    "kernel did, tear everything down.",
                        epilog="example: python -m lab repro native-redirect-no-peer")
     p.add_argument("name", nargs="?", help="the case (see --list)")
     p.add_argument("--list", action="store_true", help="list the cases")
-    p.add_argument("--frames", type=int, default=1000, help="frames to send (default 1000)")
+    p.add_argument("--frames", type=positive, default=1000, help="frames to send (default 1000)")
     p.set_defaults(func=_repro)
     p = sub.add_parser("clean", help="remove what lab processes left behind",
                        description="Remove the namespaces (with their veths, XDP attachments and sysfs mounts) "
@@ -374,12 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
     p.add_argument("--iface", action="append", metavar="IF", help="with --netns: only this interface (repeat)")
     p.add_argument("--from", dest="src", metavar="NS/IF", help="send frames from this interface of the lab")
-    p.add_argument("--to", help="their destination IPv4 address (udp, arp)")
+    p.add_argument("--to", type=ipv4, help="their destination IPv4 address (udp, arp)")
     p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
-    p.add_argument("--port", type=int, default=5678, help="UDP destination port")
-    p.add_argument("--count", type=int, help="how many to send (default 1)")
-    p.add_argument("--settle", type=float, default=0.5, help="seconds to wait for the frames' fates (default 0.5)")
-    p.add_argument("--watch", type=float, default=10.0, help="without --from: seconds to watch (default 10)")
+    p.add_argument("--port", type=port, default=5678, help="UDP destination port")
+    p.add_argument("--count", type=positive, help="how many to send (default 1)")
+    p.add_argument("--settle", type=seconds, default=0.5, help="seconds to wait for the frames' fates (default 0.5)")
+    p.add_argument("--watch", type=seconds, default=10.0, help="without --from: seconds to watch (default 10)")
     p.add_argument("--no-paths", action="store_true", help="do not follow every successful redirect (cheaper)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     p.set_defaults(func=_why)
@@ -390,25 +439,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_dump)
     p = sub.add_parser("trace", help="the forwarder's bpf_printk lines, live, until Ctrl-C",
+                       description="Follow the lab's bpf_printk lines as they appear. Reads the kernel's trace "
+                                   "buffer without consuming it (/sys/kernel/tracing/trace, as the pytest fixtures "
+                                   "do), never trace_pipe: a test session running at the same time keeps its lines.",
                        epilog="example: python -m lab trace")
-    p.add_argument("--count", type=int, help="stop after this many lines")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive, help="stop after this many lines")
+    p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_trace)
     p = sub.add_parser("send", help="send frames from an interface of the lab",
                        epilog="example: python -m lab send net1/veth1 --to 192.168.0.1 --count 1000")
     p.add_argument("src", metavar="NS/IF", help="the interface to send from, e.g. net1/veth1")
-    p.add_argument("--to", help="destination IPv4 address (udp, arp)")
+    p.add_argument("--to", type=ipv4, help="destination IPv4 address (udp, arp)")
     p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
-    p.add_argument("--port", type=int, default=5678, help="UDP destination port")
-    p.add_argument("--count", type=int, default=1, help="how many (default 1)")
+    p.add_argument("--port", type=port, default=5678, help="UDP destination port")
+    p.add_argument("--count", type=positive, default=1, help="how many (default 1)")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_send)
     p = sub.add_parser("capture", help="show or save what an interface of the lab receives",
                        epilog="example: python -m lab capture net2/veth3 --count 10 --pcap out.pcap")
     p.add_argument("iface", metavar="NS/IF", help="the interface, e.g. net2/veth3")
-    p.add_argument("--count", type=int, help="stop after this many frames")
-    p.add_argument("--timeout", type=float, help="stop after this many seconds")
+    p.add_argument("--count", type=positive, help="stop after this many frames")
+    p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
     p.add_argument("--pcap", help="write the frames to this pcap file instead of showing them")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_capture)
@@ -452,8 +504,14 @@ def main(argv: list[str] | None = None) -> int:
             args.scenarios = [*args.scenarios, *rest] if args.scenarios != ["scenarios/"] else rest
         else:
             parser.error("only exec and kernels take arguments after --")
+    def terminated(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, terminated)      # unwind (and undo) as Ctrl-C does
     try:
         return args.func(args)
     except LabError as e:
         print(f"python -m lab {args.command}: {e}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print(f"python -m lab {args.command}: interrupted; what it had made was undone", file=sys.stderr)
+        return 130

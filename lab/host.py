@@ -42,9 +42,17 @@ def snapshot() -> dict[str, Any]:
 
 
 def _bpffs() -> dict[str, str]:
-    """Everything pinned under /sys/fs/bpf (name -> "pinned"), as far as it can be listed."""
+    """Everything pinned under /sys/fs/bpf (name -> "pinned"), as far as it can be listed,
+    but the lab's pin folders whose owner is alive (another session's process, a lab that is
+    up): they come and go with their owners, and the sweep removes those of dead ones."""
+    from . import sweep, uplab
+    stale = set(sweep.stale_pin_dirs(uplab.running()))
+    live = {os.path.join(sweep.PIN_ROOT, d) for d in (os.listdir(sweep.PIN_ROOT) if os.path.isdir(sweep.PIN_ROOT)
+                                                      else [])} - stale
     out = {}
     for dirpath, _dirs, files in os.walk(BPFFS):
+        if any(dirpath == d or dirpath.startswith(d + "/") for d in live):
+            continue
         for name in files:
             out[os.path.join(dirpath, name)[len(BPFFS) + 1:]] = "pinned"
     return out

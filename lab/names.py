@@ -27,8 +27,8 @@ def check_ifname(name: str, *, where: str = "") -> str:
     if not name:
         raise TopologyError(what, "empty name", "give every interface a name")
     if len(name.encode()) > IFNAMSIZ - 1:
-        raise TopologyError(what, f"{len(name.encode())} characters, the kernel allows at most "
-                            f"{IFNAMSIZ - 1} (IFNAMSIZ)", "use a shorter name")
+        raise TopologyError(what, f"{len(name.encode())} bytes in UTF-8 ({len(name)} characters), the kernel "
+                            f"allows at most {IFNAMSIZ - 1} bytes (IFNAMSIZ)", "use a shorter name")
     if _IFNAME_BAD.search(name) or name in (".", ".."):
         raise TopologyError(what, "contains white space, '/' or ':' (or is '.' or '..')",
                             "use letters, digits, '-', '_' and '.'")
@@ -66,8 +66,11 @@ class NameFactory:
         return f"{PREFIX}-{self.run}-{self.worker}-{next(self._seq)}-{check_nsname(name)}"
 
 
+UP_SEPARATOR = "+"      # in no lab or namespace name: "a-x" + "n1" and "a" + "x-n1" never collide
+
+
 class UpNames(NameFactory):
-    """Names of a lab that `python -m lab up` leaves running: "xdplab-up-<lab>-<ns>", owned by
+    """Names of a lab that `python -m lab up` leaves running: "xdplab-up-<lab>+<ns>", owned by
     the lab (not by the short-lived process that built it) until `python -m lab down`."""
 
     def __init__(self, lab: str) -> None:
@@ -76,7 +79,7 @@ class UpNames(NameFactory):
         self.owner = f"up:{self.lab}"
 
     def netns(self, name: str) -> str:
-        return f"{PREFIX}-up-{self.lab}-{check_nsname(name)}"
+        return f"{PREFIX}-up-{self.lab}{UP_SEPARATOR}{check_nsname(name)}"
 
 
 _default: NameFactory | None = None

@@ -84,7 +84,7 @@ class Netns:
     @classmethod
     def create(cls, name: str, owner: str | None = None) -> "Netns":
         """Create the namespace `name`; it must not exist yet. `owner` as for sweep.record."""
-        from . import environment, sweep
+        from . import environment, killpoints, sweep
         environment.require()
         action = f"create network namespace {name}"
         path = os.path.join(NETNS_RUN_DIR, name)
@@ -92,11 +92,13 @@ class Netns:
             _ensure_run_dir()
             try:
                 os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+                killpoints.reached("netns file created")
             except FileExistsError:
                 raise NetnsError(action, f"{path} already exists",
                                  "remove it with `ip netns delete` or `python -m lab clean`, or pick another name",
                                  errno=errno.EEXIST) from None
             sweep.record(name, owner)   # before it exists: a crash from here on leaves a recorded namespace
+            killpoints.reached("netns recorded")
             home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
             try:
                 _check(_libc.unshare(CLONE_NEWNET), action)

@@ -24,6 +24,8 @@ Options:
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -57,8 +59,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="keep the report of failed tests only (default) or of every test")
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum} (SIGTERM)")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     names.run_id()   # set once in the controller, so that xdist workers share it
+    # SIGTERM (what CI systems send to a cancelled job) tears the labs down as Ctrl-C does,
+    # unless someone else already handles it
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _terminated)
     for line in ("xdp_modes(*modes): attach modes to run a test in (default: skb and drv)",
                  "lab_program(spec): the program (PATH[:FUNCTION]) a test runs when no --lab-program is given",
                  "expect_drops: the test is about vanishing frames; the preflight check is off",

@@ -23,7 +23,9 @@ _pin_owner: list[str] = []
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _starttime(pid: int) -> int | None:
+def starttime(pid: int) -> int | None:
+    """A process's start time in clock ticks (None: no such process): with the pid, it names
+    one process for good (a pid is recycled, a pid and its start time are not)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
@@ -32,11 +34,21 @@ def _starttime(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])     # field 22: start time in clock ticks
 
 
+def zombie(pid: int) -> bool:
+    """Has the process exited, waiting only for its parent to reap it? (A SIGKILLed owner
+    stays a zombie until then: it must count as gone.)"""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
 def pin_dir() -> str:
     """This process's bpffs directory for pinned maps (created by the loader when needed)."""
     if not _pin_owner:
         pid = os.getpid()
-        _pin_owner.append(f"p{pid}-{_starttime(pid)}")
+        _pin_owner.append(f"p{pid}-{starttime(pid)}")
     return os.path.join(PIN_ROOT, _pin_owner[0])
 
 
@@ -68,7 +80,7 @@ def stale_pin_dirs(labs_up: list[str]) -> list[str]:
                 out.append(os.path.join(PIN_ROOT, name))
             continue
         pid_s, _, start = name[1:].partition("-")
-        if name.startswith("p") and pid_s.isdigit() and str(_starttime(int(pid_s))) != start:
+        if name.startswith("p") and pid_s.isdigit() and str(starttime(int(pid_s))) != start:
             out.append(os.path.join(PIN_ROOT, name))
     return out
 
@@ -80,7 +92,7 @@ def record(nsname: str, owner: str | None = None) -> None:
     pid = os.getpid()
     path = os.path.join(OWNERS_DIR, nsname)
     with open(f"{path}.{pid}.tmp", "w") as f:
-        f.write(f"{owner} 0\n" if owner else f"{pid} {_starttime(pid)}\n")
+        f.write(f"{owner} 0\n" if owner else f"{pid} {starttime(pid)}\n")
     os.replace(f"{path}.{pid}.tmp", path)     # a sweeper never reads half a record
 
 
@@ -112,11 +124,14 @@ def leftovers() -> list[Leftover]:
                 pid_s, start_s = f.read().split()
         except (OSError, ValueError):
             continue        # gone meanwhile, or not a record of ours: never a reason to delete
-        if pid_s.startswith("up:"):
-            out.append(Leftover(name, 0, True, pid_s))
+        if pid_s.startswith("up:"):     # a lab's: kept while it is up or a live process changes it
+            from .uplab import owner_alive, read_state
+            state = read_state(pid_s[3:])
+            kept = state is not None and (state.get("phase", "up") == "up" or owner_alive(state))
+            out.append(Leftover(name, 0, kept, pid_s))
             continue
         pid = int(pid_s)
-        out.append(Leftover(name, pid, str(_starttime(pid)) == start_s))
+        out.append(Leftover(name, pid, str(starttime(pid)) == start_s and not zombie(pid)))
     return out
 
 

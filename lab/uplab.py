@@ -22,7 +22,7 @@ from .counters import read
 from .errors import LabError
 from .maps import MapView, decode, hexbytes
 from .names import UpNames
-from .netns import Netns
+from .netns import NETNS_RUN_DIR, Netns
 from .spec import LabSpec, load
 from .topology import End, Topology, Veth
 
@@ -39,14 +39,72 @@ def state_path(name: str) -> Path:
 
 
 def running() -> list[str]:
+    """Every lab with a state file: up, or half-built / half-removed (see `phase`)."""
     try:
         return sorted(p[:-5] for p in os.listdir(STATE_DIR) if p.endswith(".json"))
     except FileNotFoundError:
         return []
 
 
+def read_state(name: str) -> dict[str, Any] | None:
+    """The state of lab `name` (None: no such lab). A state that cannot be read is treated as
+    one being written by a live owner: never a reason to delete anything."""
+    try:
+        return json.loads(state_path(name).read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"name": name, "phase": "unreadable", "namespaces": {}}
+
+
+def owner_alive(state: dict[str, Any]) -> bool:
+    """Does the process that is changing the lab (building or removing it) still run?"""
+    pid, start = state.get("pid"), state.get("start")
+    if state.get("phase") == "unreadable":
+        return True
+    return bool(pid) and sweep.starttime(int(pid)) == start and not sweep.zombie(int(pid))
+
+
+def _write_state(state: dict[str, Any]) -> None:
+    """Replace the state file atomically (a reader never sees half of it)."""
+    os.makedirs(STATE_DIR, exist_ok=True)
+    tmp = f"{state_path(state['name'])}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, state_path(state["name"]))
+
+
+def _claim(state: dict[str, Any]) -> None:
+    """Create the state file of a new lab, atomically and only if no lab of that name exists
+    (a link fails when the name is taken): two `up`s of one name cannot both proceed."""
+    os.makedirs(STATE_DIR, exist_ok=True)
+    tmp = f"{state_path(state['name'])}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(state, indent=2) + "\n")
+    try:
+        os.link(tmp, state_path(state["name"]))
+    except FileExistsError:
+        other = read_state(state["name"]) or {}
+        raise LabError(f"bring up lab {state['name']}", busy(other),
+                       f"take it down first (`python -m lab down --lab {state['name']}`) or use --name") from None
+    finally:
+        os.unlink(tmp)
+
+
+def busy(state: dict[str, Any]) -> str:
+    """Why a lab cannot be used as if it were up, in words."""
+    name, phase, pid = state.get("name"), state.get("phase", "up"), state.get("pid")
+    if phase == "up":
+        return "it is already up"
+    verb = {"building": "brought up", "removing": "taken down"}.get(phase, "changed")
+    if owner_alive(state):
+        return f"lab {name} is being {verb} by pid {pid}"
+    return f"lab {name} was left half-{'built' if phase == 'building' else 'removed'}: pid {pid} was killed"
+
+
 def find(name: str | None) -> dict[str, Any]:
-    """The state of lab `name`, or of the only lab up."""
+    """The state of lab `name`, or of the only lab up; a lab that is not (fully) up raises
+    with what to do."""
     labs = running()
     if name is None:
         if len(labs) != 1:
@@ -54,10 +112,15 @@ def find(name: str | None) -> dict[str, Any]:
                            "start one with `python -m lab up topologies/seed.toml`" if not labs
                            else "name one with --lab NAME")
         name = labs[0]
-    if name not in labs:
+    state = read_state(name) if name in labs else None
+    if state is None:
         raise LabError(f"find lab {name}", "it is not up", f"labs up: {labs or 'none'}; "
                        "start it with `python -m lab up FILE`")
-    return json.loads(state_path(name).read_text())
+    if state.get("phase", "up") != "up":
+        alive = owner_alive(state)
+        raise LabError(f"use lab {name}", busy(state),
+                       "wait for it to finish" if alive else f"remove what is left: python -m lab down --lab {name}")
+    return state
 
 
 def _resolve(lab: Lab, value: Any) -> Any:
@@ -70,25 +133,36 @@ def _resolve(lab: Lab, value: Any) -> Any:
 
 
 def up(file: str, name: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Build the lab of `file` and leave it running; returns its state."""
-    from . import preflight, programs
+    """Build the lab of `file` and leave it running; returns its state.
+
+    The state file is claimed first (phase "building", this process as owner, every
+    namespace it will create), so that a kill at any instant leaves a lab that `down` or
+    `clean` can finish removing; it becomes phase "up", owned by nobody, at the end."""
+    from . import killpoints, preflight, programs
     from .peers import set_up_peers
     from .trace import new_tag
 
     spec: LabSpec = load(file)
     labname = name or spec.name
-    if state_path(labname).exists():
-        raise LabError(f"bring up lab {labname}", "it is already up",
-                       f"take it down first (`python -m lab down --lab {labname}`) or use --name")
+    names = UpNames(labname)        # checks the name
+    pid = os.getpid()
+    state: dict[str, Any] = {
+        "name": labname, "phase": "building", "pid": pid, "start": sweep.starttime(pid),
+        "file": str(Path(file).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "namespaces": {k: names.netns(k) for k in spec.topology.all_namespaces},
+        "veths": [[asdict(v.a), asdict(v.b)] for v in spec.topology.veths], "programs": [], "trace_tag": None}
+    _claim(state)
+    killpoints.reached("up claimed")
     _say(progress, f"building {len(spec.topology.all_namespaces)} namespaces and {len(spec.topology.veths)} "
                    f"veth pairs")
-    # no fates here: this process exits and leaves the lab up (`python -m lab why` watches it)
-    lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), UpNames(labname), fates="off")
+    try:
+        # no fates here: this process exits and leaves the lab up (`python -m lab why` watches it)
+        lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), names, fates="off")
+    except BaseException:
+        state_path(labname).unlink()
+        raise
+    killpoints.reached("up built")
     sweep.set_pin_owner(f"up-{labname}")
-    state: dict[str, Any] = {
-        "name": labname, "file": str(Path(file).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "namespaces": {k: ns.name for k, ns in lab.namespaces.items()},
-        "veths": [[asdict(v.a), asdict(v.b)] for v in spec.topology.veths], "programs": [], "trace_tag": None}
     made: list[programs.XdpProgram] = []
     undo: list[Callable[[], None]] = []
     try:
@@ -102,6 +176,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
                 undo.append(set_up_peers(lab, where, p.peers))
                 _say(progress, f"attaching to {key} in {p.mode} mode")
                 att = prog.attach(where, p.mode)
+                killpoints.reached("up attached")
                 state["programs"].append({"program": str(p.program), "attach": key, "mode": p.mode,
                                           "peers": p.peers, "prog_id": att.prog_id})
         for e in spec.entries:
@@ -116,8 +191,8 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
                 m.map("trace_tag").put(0, state["trace_tag"])
         for problem in preflight.problems(lab):
             _say(progress, f"warning: frames would vanish: {problem}")
-        os.makedirs(STATE_DIR, exist_ok=True)
-        state_path(labname).write_text(json.dumps(state, indent=2) + "\n")
+        killpoints.reached("up programmed")
+        _write_state({**state, "phase": "up", "pid": None, "start": None})
     except BaseException:
         for m in reversed(made):
             m.close()
@@ -125,11 +200,13 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
             undo.pop()()
         programs.close_objects()
         lab.close()
+        sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
+        state_path(labname).unlink()
         raise
     programs.close_objects(unpin=False)       # the attachments keep programs and maps; pins stay for `down`
     for ns in lab.namespaces.values():      # let go of this process's handles; the lab stays
         ns.release()
-    return state
+    return {**state, "phase": "up", "pid": None, "start": None}
 
 
 def attach(state: dict[str, Any]) -> Lab:
@@ -152,24 +229,54 @@ def attach(state: dict[str, Any]) -> Lab:
 
 
 def down(name: str | None, progress: Callable[[str], None] | None = None) -> str:
-    """Detach XDP everywhere, delete the namespaces, forget the lab."""
-    state = find(name)
-    labname = state["name"]
-    lab = attach(state)
-    try:
-        for i in lab.interfaces.values():
-            st = xdp.query(i)
-            if st.mode is not None:
-                _say(progress, f"detaching {st} from {i.key}")
-                xdp.detach(i, st.mode)
-    finally:
-        lab.close()
-    for full in state["namespaces"].values():
+    """Detach XDP everywhere, delete the namespaces, forget the lab. Also finishes a lab whose
+    `up` or `down` was killed part-way (whatever of it exists is removed; the rest is
+    skipped); refuses one that a live process is still changing."""
+    from . import killpoints
+    if name is None:
+        name = find(None)["name"]
+    state = read_state(name)
+    if state is None:
+        raise LabError(f"take lab {name} down", "it is not up", f"labs up: {running() or 'none'}")
+    if state.get("phase", "up") != "up" and owner_alive(state) and state.get("pid") != os.getpid():
+        raise LabError(f"take lab {name} down", busy(state), "wait for it to finish, or stop that process")
+    pid = os.getpid()
+    _write_state({**state, "phase": "removing", "pid": pid, "start": sweep.starttime(pid)})
+    killpoints.reached("down claimed")
+    for full in state.get("namespaces", {}).values():
+        path = os.path.join(NETNS_RUN_DIR, full)
+        if not os.path.exists(path):
+            continue
+        try:
+            ns = Netns.open(full)
+        except (LabError, OSError):
+            ns = None                       # a file that was never mounted: removed below
+        if ns is not None:
+            try:
+                for link in ns.ipr.get_links():
+                    if link.get("IFLA_XDP") and link.get_nested("IFLA_XDP", "IFLA_XDP_ATTACHED"):
+                        _say(progress, f"detaching XDP from {full}/{link.get('IFLA_IFNAME')}")
+                        ns.ipr.link("set", index=link["index"], xdp_fd=-1)
+            except Exception:  # noqa: BLE001 - detaching first is a courtesy: deleting the namespace detaches too
+                pass
+            finally:
+                ns.release()
         _say(progress, f"deleting namespace {full}")
-        Netns.open(full).remove()
-    sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
-    state_path(labname).unlink()
-    return labname
+        sweep.remove(full)
+        killpoints.reached("down deleted a namespace")
+    sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{name}")
+    state_path(name).unlink()
+    return name
+
+
+def unfinished() -> list[dict[str, Any]]:
+    """Labs left half-built or half-removed by a process that is gone (`clean` finishes them)."""
+    out = []
+    for name in running():
+        state = read_state(name)
+        if state is not None and state.get("phase", "up") not in ("up", "unreadable") and not owner_alive(state):
+            out.append(state)
+    return out
 
 
 def programs_of(lab: Lab) -> list[tuple[Interface, xdp.XdpState, bpfsys.ProgInfo]]:

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from lab import netns, sweep
+from lab import netns, sweep, uplab
+from lab.trace import tagged_lines
 from lab.spec import load
 from lab.l2fwd.seed import SEED
 from tests import subproc
@@ -48,9 +49,9 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
     assert r.returncode == 0, r.stderr
     try:
         assert f"lab {name} is up" in r.stdout and "attaching to fwd/veth0 in drv mode" in r.stderr
-        assert {f"xdplab-up-{name}-{ns}" for ns in ("net1", "fwd", "net2")} <= set(netns.list_names())
+        assert {f"xdplab-up-{name}+{ns}" for ns in ("net1", "fwd", "net2")} <= set(netns.list_names())
         assert {x.netns for x in sweep.leftovers() if x.owner == f"up:{name}"} == \
-            {f"xdplab-up-{name}-{ns}" for ns in ("net1", "fwd", "net2")}, "an up lab is recorded, and never swept"
+            {f"xdplab-up-{name}+{ns}" for ns in ("net1", "fwd", "net2")}, "an up lab is recorded, and never swept"
         again = lab("up", "topologies/seed.toml", "--name", name)
         assert again.returncode == 1 and f"bring up lab {name}: it is already up" in again.stderr
 
@@ -68,6 +69,8 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
         out, _ = trace.communicate(timeout=30)
         lines = [ln for ln in out.splitlines() if "bpf_trace_printk" in ln]
         assert len(lines) == 6 and sum("c0a80001 to outif 3" in ln for ln in lines) == 3, out
+        tag = json.loads(uplab.state_path(name).read_text())["trace_tag"]
+        assert len(tagged_lines(tag)) == 6, "`lab trace` consumed nothing: a test's report still has the lines"
 
         r = lab("status", "--lab", name)
         assert r.returncode == 0, r.stderr
@@ -91,7 +94,7 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
     finally:
         r = lab("down", "--lab", name)
     assert r.returncode == 0 and f"lab {name} is down" in r.stdout, r.stderr
-    assert not [n for n in netns.list_names() if n.startswith(f"xdplab-up-{name}-")]
+    assert not [n for n in netns.list_names() if n.startswith(f"xdplab-up-{name}+")]
     r = lab("status", "--lab", name)
     assert r.returncode == 1 and f"find lab {name}: it is not up" in r.stderr
 
@@ -101,9 +104,31 @@ def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
     bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "this-name-is-too-long" }\nb = { ns = "b", name = "v" }\n')
     r = lab("up", str(bad))
     assert r.returncode == 1
-    assert "name interface 'this-name-is-too-long' in namespace a: 21 characters, the kernel allows at most 15" in r.stderr
+    assert "name interface 'this-name-is-too-long' in namespace a: 21 bytes in UTF-8 (21 characters), the kernel allows at most 15 bytes" in r.stderr
     bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "v0", colour = "red" }\nb = { ns = "b", name = "v" }\n')
     r = lab("up", str(bad))
     assert f"read lab file {bad} ([[veth]] 1 a): unknown keys ['colour']" in r.stderr
     r = lab("up", str(tmp_path / "missing.toml"))
     assert "no such file; give a path such as topologies/seed.toml" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["send", "net1/veth1", "--to", "300.1.1.1"], "python -m lab send: argument --to: '300.1.1.1' is not an IPv4 "
+                                                  "address (write it as 192.168.0.1)"),
+    (["send", "net1/veth1", "--to", "::1"], "python -m lab send: argument --to: '::1' is not an IPv4 address"),
+    (["send", "net1/veth1", "--to", "example.com"], "python -m lab send: argument --to: 'example.com' is not an "
+                                                    "IPv4 address"),
+    (["send", "net1/veth1", "--to", "1.1.1.1", "--port", "70000"], "python -m lab send: argument --port: port "
+                                                                   "70000 is not between 1 and 65535"),
+    (["send", "net1/veth1", "--count", "-1"], "python -m lab send: argument --count: -1 is not a count of 1 or more"),
+    (["capture", "net2/veth3", "--timeout", "nan"], "python -m lab capture: argument --timeout: nan is not a "
+                                                    "positive number of seconds"),
+    (["repro", "generic-redirect", "--frames", "x"], "python -m lab repro: argument --frames: count 'x' is not a "
+                                                     "whole number"),
+    (["capture", "net2/veth3", "--pcap", "/nonexistent/x.pcap"], "python -m lab capture: write pcap file "
+                                                                 "/nonexistent/x.pcap: No such file or directory"),
+])
+def test_bad_arguments_fail_on_one_line_before_anything_happens(args, message):
+    """Addresses never go to DNS, numbers are checked, output files are opened first."""
+    r = lab(*args)
+    assert r.returncode in (1, 2) and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr

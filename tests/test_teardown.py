@@ -38,13 +38,15 @@ def wait_ready(p: subprocess.Popen, ready: Path, count: int = 3) -> list[str]:
     raise AssertionError("the lab never came up")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "n2"])
-def test_ctrl_c_tears_everything_down(tmp_path, xdist):
+def test_ctrl_c_and_sigterm_tear_everything_down(tmp_path, xdist, sig):
+    """SIGTERM is what CI systems send to a cancelled job: it tears down as Ctrl-C does."""
     run = "c" + os.urandom(2).hex()[:3]
     p = start(run, tmp_path / "ready", "-k", "test_hangs and skb", *xdist)
     made = wait_ready(p, tmp_path / "ready")
     assert sorted(ours(run)) == sorted(made)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     out, _ = p.communicate(timeout=60)
     assert p.returncode != 0
     assert "KeyboardInterrupt" in out or "Interrupted" in out or "keyboard" in out.lower(), out

@@ -1,0 +1,110 @@
+"""`lab up` and `lab down` killed at every step they take (XDPLAB_KILL_AT, lab/killpoints.py):
+what is left is a lab in a known phase that `lab down` or `lab clean` finishes without
+--force, and nothing of the lab remains afterwards; two `up`s of one name at once."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from lab import names, netns, sweep, uplab
+from tests import subproc
+
+pytestmark = subproc.SESSIONS
+
+UP_POINTS = ["up claimed", "netns file created#2", "netns recorded#3", "up built", "up attached", "up programmed"]
+DOWN_POINTS = ["down claimed", "down deleted a namespace#1", "down deleted a namespace#2"]
+
+
+def lab(*args: str, timeout: float = 120, **env: str) -> subprocess.CompletedProcess:
+    return subproc.run("-m", "lab", *args, timeout=timeout, env=subproc.child_env(**env))
+
+
+def leftovers(name: str) -> list[str]:
+    """Everything of lab `name` that exists: namespaces (mounted or not), owner records, its
+    state file, its pins."""
+    prefix = f"xdplab-up-{name}{names.UP_SEPARATOR}"
+    found = [f"/run/netns/{n}" for n in os.listdir("/run/netns") if n.startswith(prefix)] \
+        if os.path.isdir("/run/netns") else []
+    found += [f"owner record {n}" for n in os.listdir(sweep.OWNERS_DIR) if n.startswith(prefix)] \
+        if os.path.isdir(sweep.OWNERS_DIR) else []
+    if uplab.state_path(name).exists():
+        found.append(str(uplab.state_path(name)))
+    if os.path.exists(f"{sweep.PIN_ROOT}/up-{name}"):
+        found.append(f"{sweep.PIN_ROOT}/up-{name}")
+    return found
+
+
+def ip_netns_list_is_clean() -> None:
+    r = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
+    assert r.returncode == 0 and "invalid" not in (r.stdout + r.stderr), r.stderr
+
+
+@pytest.mark.parametrize("point", UP_POINTS)
+def test_an_up_killed_at_each_step_is_removed_by_down_without_force(point):
+    name = f"k{os.getpid()}"
+    r = lab("up", "topologies/seed.toml", "--name", name, XDPLAB_KILL_AT=point)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    try:
+        half = f"lab {name} was left half-built: pid "
+        r = lab("status", "--lab", name)
+        assert r.returncode == 1 and r.stderr.startswith(f"python -m lab status: use lab {name}: {half}") and \
+            r.stderr.rstrip().endswith(f"remove what is left: python -m lab down --lab {name}"), r.stderr
+        r = lab("up", "topologies/seed.toml", "--name", name)
+        assert r.returncode == 1 and half in r.stderr, r.stderr
+    finally:
+        r = lab("down", "--lab", name)
+    assert r.returncode == 0 and r.stdout == f"lab {name} is down\n", r.stderr
+    assert leftovers(name) == []
+    ip_netns_list_is_clean()
+
+
+@pytest.mark.parametrize("point", DOWN_POINTS)
+@pytest.mark.parametrize("recover", ["down", "clean"])
+def test_a_down_killed_at_each_step_is_finished_by_down_or_clean(point, recover):
+    name = f"d{os.getpid()}"
+    assert lab("up", "topologies/seed.toml", "--name", name).returncode == 0
+    r = lab("down", "--lab", name, XDPLAB_KILL_AT=point)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    r = lab("status", "--lab", name)
+    assert r.returncode == 1 and f"lab {name} was left half-removed: pid " in r.stderr, r.stderr
+    if recover == "down":
+        r = lab("down", "--lab", name)
+        assert r.returncode == 0, r.stderr
+    else:
+        r = lab("clean")
+        assert r.returncode == 0 and f"finished removing lab {name} (left half-removed by pid " in r.stdout, \
+            r.stdout + r.stderr
+    assert leftovers(name) == []
+    ip_netns_list_is_clean()
+
+
+def test_two_ups_of_one_name_at_once_and_a_live_owner_is_never_swept():
+    name = f"c{os.getpid()}"
+    first = subproc.popen("-m", "lab", "up", "topologies/seed.toml", "--name", name,
+                          env=subproc.child_env(XDPLAB_STOP_AT="up built"))
+    try:
+        deadline = time.monotonic() + 60
+        while (uplab.read_state(name) or {}).get("phase") != "building" or \
+                open(f"/proc/{first.pid}/stat").read().rsplit(")", 1)[1].split()[0] != "T":
+            assert time.monotonic() < deadline, "the first up never stopped at 'up built'"
+            time.sleep(0.05)
+        r = lab("up", "topologies/seed.toml", "--name", name)
+        assert r.returncode == 1 and f"lab {name} is being brought up by pid {first.pid}" in r.stderr, r.stderr
+        r = lab("down", "--lab", name)
+        assert r.returncode == 1 and f"lab {name} is being brought up by pid {first.pid}" in r.stderr, r.stderr
+        r = lab("clean")
+        assert r.returncode == 0 and f"is being brought up by pid {first.pid}; --force removes it" in r.stdout
+        assert all(n in netns.list_names() for n in uplab.read_state(name)["namespaces"].values())
+    finally:
+        first.send_signal(signal.SIGCONT)
+        assert first.wait(60) == 0, first.stdout.read()
+    assert lab("down", "--lab", name).returncode == 0
+    assert leftovers(name) == []
+
+
+def test_up_names_never_collide():
+    assert names.UpNames("a-x").netns("n1") != names.UpNames("a").netns("x-n1")
