@@ -6,7 +6,10 @@ plane's encoding is checked against.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from . import bpfsys
@@ -128,3 +131,36 @@ def map_layouts(info: bpfsys.MapInfo, btf: Btf | None = None) -> tuple[Layout, L
     key = btf.layout(info.btf_key_type_id) if info.btf_key_type_id else None
     value = btf.layout(info.btf_value_type_id)
     return (key or Layout("key", (Field("value", f"u8[{info.key_size}]", 0, info.key_size),), info.key_size), value)
+
+
+BTF_KIND_STRUCT = STRUCT
+
+
+@contextlib.contextmanager
+def vmlinux() -> Iterator[int]:
+    """The running kernel's BTF (/sys/kernel/btf/vmlinux) loaded by libbpf, freed on exit;
+    raises OSError when the kernel has none."""
+    from .elf import libbpf
+    lib = libbpf()
+    btf = lib.btf__load_vmlinux_btf()
+    if not btf:
+        err = ctypes.get_errno() or 2
+        raise OSError(err, "the kernel has no BTF (/sys/kernel/btf/vmlinux)")
+    try:
+        yield btf
+    finally:
+        lib.btf__free(btf)
+
+
+def kernel_struct_size(name: str) -> int | None:
+    """sizeof(struct `name`) in the running kernel, from its BTF (None: unknown)."""
+    from .elf import libbpf
+    lib = libbpf()
+    try:
+        with vmlinux() as btf:
+            tid = lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+            if tid <= 0:
+                return None
+            return int(ctypes.cast(lib.btf__type_by_id(btf, tid), ctypes.POINTER(ctypes.c_uint32 * 3)).contents[2])
+    except OSError:
+        return None

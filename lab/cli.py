@@ -7,6 +7,7 @@ import platform
 import signal
 import sys
 import textwrap
+import threading
 from typing import Any, NoReturn
 
 from .errors import LabError
@@ -16,7 +17,12 @@ class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line in the lab's form: "python -m lab send: ..."."""
 
     def error(self, message: str) -> "NoReturn":  # type: ignore[override]
-        self.exit(2, f"{self.prog}: {message}; see {self.prog} --help\n")
+        self.exit(2, f"{self.prog}: {one_line(message)}; see {self.prog} --help\n")
+
+
+def one_line(text: str) -> str:
+    """`text` with control characters (a newline typed into an argument) shown escaped."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def ipv4(text: str) -> str:
@@ -506,11 +512,14 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("only exec and kernels take arguments after --")
     def terminated(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
-    signal.signal(signal.SIGTERM, terminated)      # unwind (and undo) as Ctrl-C does
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminated)  # unwind (and undo) as Ctrl-C does
     try:
         return args.func(args)
-    except LabError as e:
-        print(f"python -m lab {args.command}: {e}", file=sys.stderr)
+    except LabError as e:      # one line, but a compiler's or verifier's log, which follows it
+        from .errors import CompileError
+        print(f"python -m lab {args.command}: {str(e) if isinstance(e, CompileError) else one_line(str(e))}",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"python -m lab {args.command}: interrupted; what it had made was undone", file=sys.stderr)

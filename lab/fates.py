@@ -89,34 +89,36 @@ class KernelEvents:
     reads), and the names of its skb drop reasons, from /sys/kernel/btf/vmlinux."""
 
     def __init__(self) -> None:
+        from .btf import vmlinux
         from .elf import libbpf
         lib = libbpf()
-        btf = lib.btf__load_vmlinux_btf()
-        if not btf:
-            raise FatesError("read the kernel's BTF", os.strerror(ctypes.get_errno() or _errno.ENOENT),
-                             "the kernel needs CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)")
         try:
-            self.missing: dict[str, str] = {}
-            self.reason_arg = True
-            for name, _prog in EVENTS.values():
-                n = self._arg_count(lib, btf, name)
-                if n is None:
-                    self.missing[name] = f"{NOT_REPORTED}: it has no tracepoint {name}"
-                elif name == "kfree_skb":
-                    self.reason_arg = n >= 3
-                elif n < ARGS[name]:
-                    self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS[name]})"
-            self.reasons: dict[int, str] = {}
-            eid = lib.btf__find_by_name_kind(btf, b"skb_drop_reason", BTF_KIND_ENUM)
-            if eid > 0:
-                t = lib.btf__type_by_id(btf, eid)
-                vlen = _btf_u32s(t, 3)[1] & 0xFFFF
-                members = _btf_u32s(t + 12, 2 * vlen)
-                for i in range(vlen):
-                    name = (lib.btf__name_by_offset(btf, members[2 * i]) or b"").decode()
-                    self.reasons[ctypes.c_int32(members[2 * i + 1]).value] = name.removeprefix("SKB_DROP_REASON_")
-        finally:
-            lib.btf__free(btf)
+            with vmlinux() as btf:
+                self._read(lib, btf)
+        except OSError as e:
+            raise FatesError("read the kernel's BTF", os.strerror(e.errno or _errno.ENOENT),
+                             "the kernel needs CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)") from None
+
+    def _read(self, lib: Any, btf: int) -> None:
+        self.missing: dict[str, str] = {}
+        self.reason_arg = True
+        for name, _prog in EVENTS.values():
+            n = self._arg_count(lib, btf, name)
+            if n is None:
+                self.missing[name] = f"{NOT_REPORTED}: it has no tracepoint {name}"
+            elif name == "kfree_skb":
+                self.reason_arg = n >= 3
+            elif n < ARGS[name]:
+                self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS[name]})"
+        self.reasons: dict[int, str] = {}
+        eid = lib.btf__find_by_name_kind(btf, b"skb_drop_reason", BTF_KIND_ENUM)
+        if eid > 0:
+            t = lib.btf__type_by_id(btf, eid)
+            vlen = _btf_u32s(t, 3)[1] & 0xFFFF
+            members = _btf_u32s(t + 12, 2 * vlen)
+            for i in range(vlen):
+                name = (lib.btf__name_by_offset(btf, members[2 * i]) or b"").decode()
+                self.reasons[ctypes.c_int32(members[2 * i + 1]).value] = name.removeprefix("SKB_DROP_REASON_")
 
     @staticmethod
     def _arg_count(lib: Any, btf: int, tracepoint: str) -> int | None:

@@ -26,6 +26,8 @@ def check_mac(mac: str, *, what: str = "parse MAC address") -> str:
 def check_ipv4(addr: str, *, what: str = "parse IPv4 address") -> str:
     """Return `addr` ("a.b.c.d") if it parses as an IPv4 address, else raise."""
     try:
+        if not isinstance(addr, str):        # IPv4Address(5) would be 0.0.0.5
+            raise TypeError(addr)
         return str(ipaddress.IPv4Address(addr))
     except (ipaddress.AddressValueError, ValueError, TypeError):
         raise TopologyError(f"{what} {addr!r}", "not a dotted-quad IPv4 address",
@@ -61,6 +63,10 @@ class End:
         check_ifname(self.name, where=f"namespace {self.ns}")
         if self.mac is not None:
             check_mac(self.mac, what=f"parse MAC address of {self.key}")
+            if self.mac.replace(":", "").strip("0") == "":
+                raise TopologyError(f"parse MAC address of {self.key} {self.mac!r}",
+                                    "all zeros: the kernel refuses it for an interface (EADDRNOTAVAIL)",
+                                    "use a unicast address such as 02:00:00:00:00:01")
             if int(self.mac[:2], 16) & 1:
                 raise TopologyError(f"parse MAC address of {self.key} {self.mac!r}",
                                     "a multicast address (lowest bit of the first byte set)",

@@ -7,6 +7,7 @@ The attach is then read back (IFLA_XDP_ATTACHED and the program id) and must mat
 from __future__ import annotations
 
 import errno
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,13 +27,25 @@ MODE_OF_ATTACHED = {v: k for k, v in ATTACHED_NAMES.items()}
 
 # Known kernel refusals -> what the user can do.
 _FIXES = (
-    ("Peer MTU is too large", "lower the peer's MTU (a page must hold a frame: at most 3498 on x86_64 "
-                              "with 4 KiB pages) or use skb mode"),
+    ("Peer MTU is too large", "lower the peer's MTU (a page must hold a frame: at most {max_mtu} on this "
+                              "kernel) or use skb mode"),
     ("XDP program already attached", "detach the other program first (`ip link set dev IF xdp off`)"),
     ("Native and generic XDP can't be active at the same time", "detach the program of the other mode first"),
     ("queues", "give the veth more rx queues (`numrxqueues`) or use skb mode"),
     ("native XDP is not supported", "use skb mode: this device has no driver XDP"),
 )
+
+
+def veth_xdp_max_mtu() -> int | None:
+    """The largest peer MTU with which veth takes a native XDP program (veth_xdp_set): a
+    page, less the XDP headroom (256), the cache-aligned struct skb_shared_info (its size
+    from the running kernel's BTF: 320 bytes on 6.18) and the Ethernet header. None where
+    the kernel has no BTF."""
+    from .btf import kernel_struct_size
+    info = kernel_struct_size("skb_shared_info")
+    if info is None:
+        return None
+    return os.sysconf("SC_PAGE_SIZE") - 256 - ((info + 63) & ~63) - 14
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ class Attachment:
         except NetlinkError as e:
             reason = e.args[1] if len(e.args) > 1 and e.args[1] else str(e)
             fix = next((f for k, f in _FIXES if k in reason), "see `ip -d link show` in the namespace")
+            fix = fix.format(max_mtu=veth_xdp_max_mtu() or "about 3500")
             raise XdpError(action, reason, fix, errno=e.code, objects=(iface,)) from None
         self.prog_id = bpfsys.prog_info(prog_fd).id
         self._attached = True

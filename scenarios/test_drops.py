@@ -44,6 +44,7 @@ from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
 from lab.peers import PEERS
 from lab.l2fwd.seed import SEED
 from lab.topology import End, Topology, Veth
+from lab.xdp import veth_xdp_max_mtu
 
 N = 200
 KERNEL = platform.release()
@@ -240,6 +241,23 @@ def test_native_attach_refused_when_the_peer_mtu_is_too_large(lab):
             f.attach(veth0, "drv")
         assert str(e.value) == ("attach xdp program xdp_l2fwd to fwd/veth0 in drv mode: veth: Peer MTU is too "
                                 "large to set XDP (ERANGE); lower the peer's MTU (a page must hold a frame: at "
-                                "most 3498 on x86_64 with 4 KiB pages) or use skb mode")
+                                f"most {veth_xdp_max_mtu()} on this kernel) or use skb mode")
         assert f.attachments == []
         assert f.attach(veth0, "skb").mode == "skb"
+
+
+
+def test_the_mtu_limit_the_fix_names_is_the_kernels():
+    """The fix names the largest peer MTU this kernel takes (computed from its BTF: on 6.18,
+    4096 - 256 - 320 - 14 = 3506): native XDP attaches at it and is refused one byte above."""
+    from lab.built import build
+    from lab.programs import PACKAGE_BPF, Program, XdpProgram
+    limit = veth_xdp_max_mtu()
+    for mtu, ok in ((limit, True), (limit + 1, False)):
+        pair = Topology((Veth(End("a", "v0", mtu=mtu), End("b", "v1")),), name="mtu")
+        with build(pair, fates="off") as lab, XdpProgram(Program(PACKAGE_BPF / "xdp_pass.c", "xdp_pass")) as p:
+            if ok:
+                assert p.attach(lab.iface("b/v1"), "drv").mode == "drv"
+            else:
+                with pytest.raises(XdpError, match=f"Peer MTU is too large to set XDP .*at most {limit} on this"):
+                    p.attach(lab.iface("b/v1"), "drv")

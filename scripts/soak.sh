@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
 # Soak: run the scenario suite N times in a row with -n 2 (default 20); after every run,
 # check that nothing of the lab is left. Prints one line per run and a total.
+#   scripts/soak.sh [N]            the scenario suite N times
+#   scripts/soak.sh fuzz [N]       the lab-file and command-line fuzzers, N examples each (default 2000)
 set -u
 cd "$(dirname "$0")/.."
+if [ "${1:-}" = fuzz ]; then
+  XDPLAB_FUZZ_EXAMPLES=${2:-2000} .venv/bin/python -m pytest tests/test_inputs.py -q -p no:randomly
+  rc=$?
+  left=$(( $(ip netns list | grep -c '^xdplab-') + $(ls /run/xdplab/owners 2>/dev/null | wc -l) \
+          + $(ls /run/xdplab/up 2>/dev/null | wc -l) + $(grep -c xdplab /proc/mounts) ))
+  echo "soak fuzz: rc=$rc leftovers=$left"
+  [ "$rc" = 0 ] && [ "$left" = 0 ]
+  exit
+fi
 runs=${1:-20}
 failures=0 leaks=0 frames=0
 for i in $(seq "$runs"); do

@@ -43,6 +43,16 @@ def l2fwd_variant(kind: str, debug: bool = False) -> Program:
     raise LabError(f"choose forwarder variant {kind!r}", "unknown variant", "use bcc or elf")
 
 
+def _ifindex(outif: object, action: str) -> int:
+    """The ifindex of an interface, or an int given as one; anything else is refused."""
+    if isinstance(outif, int) and not isinstance(outif, bool):
+        return outif
+    if hasattr(outif, "ifindex"):
+        return int(getattr(outif, "ifindex"))
+    raise MapError(action, f"outif {outif!r} is a {type(outif).__name__}",
+                   "give an interface (lab.iface('fwd/veth2')) or its ifindex")
+
+
 class L2fwd(XdpProgram):
     """The fast_l2fwd forwarder with typed helpers for its maps."""
 
@@ -65,7 +75,7 @@ class L2fwd(XdpProgram):
 
     @staticmethod
     def value(outif: "Interface | int", mac: str) -> bytes:
-        index = outif if isinstance(outif, int) else outif.ifindex
+        index = _ifindex(outif, "encode l2fwd_map value")
         return FWD.pack(outif=index, dst_mac=bytes.fromhex(check_mac(mac, what="encode dst_mac").replace(":", "")))
 
     def set_l2fwd(self, dst: str, outif: "Interface | int", mac: str) -> None:
@@ -74,6 +84,9 @@ class L2fwd(XdpProgram):
     def set_l2fwd_raw(self, dst: str, value: bytes, layout: Layout | None = None) -> None:
         """Write a value as a control plane would, bytes as given (for layout bugs): only its
         size is checked, and `layout` (the control plane's struct) is named if it is wrong."""
+        if not isinstance(value, (bytes, bytearray)):
+            raise MapError(f"write l2fwd_map[{dst}] raw", f"the value is {type(value).__name__} {value!r}, not bytes",
+                           "give the bytes a control plane would write, e.g. FWD.pack(outif=3, dst_mac=...)")
         self.map("l2fwd_map").update(self.key(dst), value, value_layout=layout)
 
     def check_layout(self, layout: Layout) -> None:
@@ -105,6 +118,9 @@ class L2fwd(XdpProgram):
         The kernel resolves a devmap's ifindex in the network namespace of the thread that
         writes the entry, so the entry is written from inside the interface's namespace:
         written from the root namespace, ifindex 3 would name the root's device 3."""
+        if not hasattr(iface, "ifindex"):
+            raise MapError("update txport_map", f"{iface!r} is a {type(iface).__name__}, not an interface",
+                           "give the interface: lab.iface('fwd/veth2')")
         index = iface.ifindex
         m = self.map("txport_map")
         if not 0 <= index < m.info.max_entries:

@@ -1,0 +1,199 @@
+"""Bad input never reaches Python's own errors: lab files, CLI arguments and the kits'
+helpers fail with one line in the lab's form, naming the thing and the fix, and leave
+nothing behind. The fuzzers (hypothesis) generate lab files and argument lists; each
+either comes up and goes down leaving nothing, or fails with one such line."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import string
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+from lab import cli, host, names
+from lab.errors import LabError, MapError, TopologyError
+from lab.l2fwd.forwarder import L2fwd
+from lab.l2fwd.seed import ROUTED, SEED_MAC
+from lab.programs import PACKAGE_BPF
+from lab.spec import load
+from lab.topology import End
+from tests.test_lifecycle import leftovers
+
+GOOD_VETH = '[[veth]]\na = { ns = "a", name = "v0" }\nb = { ns = "b", name = "v1" }\n'
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[[veth]]\na = { ns = "a", name = "v0", ip = 5 }\nb = { ns = "b", name = "v1" }\n',
+     "([[veth]] 1 a): key 'ip': expected a string, got the int 5; write ip as a string"),
+    ('[[veth]]\na = { ns = "a", name = "v0", mtu = "9000" }\nb = { ns = "b", name = "v1" }\n',
+     "([[veth]] 1 a): key 'mtu': expected an integer, got the str '9000'; write mtu as an integer"),
+    ('[[veth]]\na = { ns = "a", name = 5 }\nb = { ns = "b", name = "v1" }\n',
+     "([[veth]] 1 a): key 'name': expected a string, got the int 5"),
+    ('[[veth]]\na = { ns = 5, name = "v0" }\nb = { ns = "b", name = "v1" }\n',
+     "([[veth]] 1 a): key 'ns': expected a string, got the int 5"),
+    ("veth = 5\n", "(top level): key 'veth': expected a list, got the int 5"),
+    (GOOD_VETH + 'forwarder = "l2fwd"\n', "unknown keys ['forwarder']"),
+    ('namespaces = "abc"\n' + GOOD_VETH, "key 'namespaces': expected a list, got the str 'abc'"),
+    (GOOD_VETH + 'debug = "no"\n', "unknown keys ['debug']"),
+    (GOOD_VETH + '[[program]]\nprogram = "nosuch.c"\nattach = "a/v0"\n', "[[program]] 1): load program nosuch.c: "),
+    ('[[veth]]\na = { ns = "a", name = "v0", mac = "00:00:00:00:00:00" }\nb = { ns = "b", name = "v1" }\n',
+     "'00:00:00:00:00:00': all zeros: the kernel refuses it for an interface (EADDRNOTAVAIL)"),
+])
+def test_each_bad_lab_file_fails_on_one_line_naming_the_key(tmp_path, text, message):
+    f = tmp_path / "bad.toml"
+    f.write_text(text)
+    with pytest.raises(TopologyError) as e:
+        load(f)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_a_directory_is_not_a_lab_file(tmp_path):
+    with pytest.raises(TopologyError, match="it is a directory; give a .toml file in it"):
+        load(tmp_path)
+
+
+def test_names_count_bytes_as_the_kernel_does():
+    with pytest.raises(TopologyError, match=r"16 bytes in UTF-8 \(8 characters\), the kernel allows at most 15"):
+        names.check_ifname("é" * 8)
+
+
+def test_the_kits_helpers_refuse_wrong_types():
+    with pytest.raises(TopologyError, match="encode l2fwd_map key 5: not a dotted-quad IPv4 address"):
+        L2fwd.key(5)           # would be 0.0.0.5
+    with pytest.raises(MapError, match="outif 'veth2' is a str; give an interface"):
+        L2fwd.value("veth2", SEED_MAC)
+    with pytest.raises(TopologyError, match="all zeros"):
+        End("a", "v0", mac="00:00:00:00:00:00").validate()
+
+
+def test_route_and_raw_values_refuse_wrong_types(lab):
+    with L2fwd() as f:
+        with pytest.raises(MapError, match=r"^update txport_map: 3 is a int, not an interface; give the interface"):
+            f.route(ROUTED, via=3, mac=SEED_MAC)
+        with pytest.raises(MapError, match=r"the value is str 'abc', not bytes"):
+            f.set_l2fwd_raw(ROUTED, "abc")
+
+
+# --- fuzzers ------------------------------------------------------------------------------------
+
+def toml(value: object) -> str:
+    """The TOML of a generated value (strings, ints, bools, lists, inline tables)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    assert isinstance(value, dict)
+    return "{ " + ", ".join(f'"{k}" = {toml(v)}' for k, v in value.items()) + " }"
+
+
+NAMES = st.sampled_from(["a", "b", "fwd", "v0", "v1", "veth0", "x-y", "é", "a" * 20, "", "a/b", "lo"])
+ANY = st.one_of(st.integers(-5, 70000), st.text(string.printable + "é", max_size=8), st.booleans(),
+                st.lists(st.integers(0, 3), max_size=2))
+END = st.fixed_dictionaries({"ns": st.one_of(NAMES, ANY), "name": st.one_of(NAMES, ANY)},
+                            optional={"mac": st.sampled_from(["02:00:00:00:00:01", "00:00:00:00:00:00",
+                                                              "01:00:00:00:00:01", "zz", 5]),
+                                      "ip": st.sampled_from(["10.0.0.1/24", "300.1.1.1/24", "10.0.0.1", 5]),
+                                      "mtu": st.one_of(st.sampled_from([68, 1500, 9000, 70000, 0, -1]), ANY),
+                                      "rx_queues": st.sampled_from([1, 2, 0, "2"]),
+                                      "colour": ANY})
+PROGRAM = st.fixed_dictionaries({"program": st.sampled_from([str(PACKAGE_BPF / "xdp_pass.c"),
+                                                             str(PACKAGE_BPF / "xdp_pass.c") + ":xdp_pass",
+                                                             "../bpf/nosuch.c", str(PACKAGE_BPF / "not_xdp.bpf.o"),
+                                                             5]),
+                                 "attach": st.one_of(st.sampled_from(["a/v0", "b/v1", "c/v9"]), ANY)},
+                                optional={"mode": st.sampled_from(["skb", "drv", "fast", 2]),
+                                          "peers": st.sampled_from(["none", "pass", "gro", "x"])})
+
+
+@st.composite
+def lab_files(draw: st.DrawFn) -> str:
+    if draw(st.integers(0, 3)) == 0:        # a lab that comes up: a pair, maybe xdp_pass attached
+        attach = draw(st.sampled_from(["", f'[[program]]\nprogram = "{PACKAGE_BPF / "xdp_pass.c"}"\n'
+                                           f'attach = "b/v1"\nmode = "{draw(st.sampled_from(["skb", "drv"]))}"\n']))
+        return GOOD_VETH + attach
+    lines = []
+    if draw(st.booleans()):
+        lines.append(f"name = {toml(draw(st.one_of(NAMES, ANY)))}")
+    if draw(st.booleans()):
+        lines.append(f"namespaces = {toml(draw(st.one_of(st.lists(NAMES, max_size=2), ANY)))}")
+    if draw(st.integers(0, 9)) == 0:
+        lines.append(f"{draw(st.sampled_from(['forwarder', 'debug', 'veth']))} = {toml(draw(ANY))}")
+    for _ in range(draw(st.integers(0, 2))):
+        a, b = draw(st.one_of(END, st.just({"ns": "a", "name": "v0"}))), \
+            draw(st.one_of(END, st.just({"ns": "b", "name": "v1"})))
+        lines.append(f"[[veth]]\na = {toml(a)}\nb = {toml(b)}")
+    for _ in range(draw(st.integers(0, 1))):
+        p = draw(PROGRAM)
+        lines.append("[[program]]\n" + "\n".join(f"{k} = {toml(v)}" for k, v in p.items()))
+    return "\n".join(lines) + "\n"
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = cli.main(list(argv))
+        except SystemExit as e:
+            rc = int(e.code or 0)
+    return rc, err.getvalue()
+
+
+EXAMPLES = int(os.environ.get("XDPLAB_FUZZ_EXAMPLES", "30"))     # scripts/soak.sh fuzz: thousands
+
+
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                                               HealthCheck.too_slow])
+@given(text=lab_files())
+def test_fuzzed_lab_files_come_up_and_go_down_or_fail_on_one_line(tmp_path, text):
+    (tmp_path / "labs").mkdir(exist_ok=True)
+    f = tmp_path / "labs" / "fuzz.toml"
+    f.write_text(text)
+    name = f"fz{os.getpid()}"
+    rc, err = run_cli("up", str(f), "--name", name)
+    event("came up" if rc == 0 else "refused")
+    if rc == 0:
+        rc, err = run_cli("down", "--lab", name)
+        assert rc == 0, err
+    else:           # progress lines ("  building ...") may come first; then exactly one error line
+        said = [line for line in err.splitlines() if not line.startswith("  ")]
+        assert rc == 1 and len(said) == 1 and said[0].startswith("python -m lab up: "), (text, err)
+        assert "Traceback" not in err
+    assert leftovers(name) == [], text
+
+
+VOCABULARY = ["status", "dump", "send", "capture", "trace", "why", "repro", "down", "--to", "--count", "--port",
+              "--kind", "--timeout", "--pcap", "--json", "--from", "--watch", "--frames", "--map", "net1/veth1",
+              "x/y", "192.168.0.1", "300.1.1.1", "::1", "example.com", "-1", "0", "70000", "1e9", "nan", "é",
+              "/nonexistent/x.pcap", "udp", "arp", "ipv6", "bogus"]
+
+
+@settings(max_examples=2 * EXAMPLES, deadline=None)
+@given(argv=st.lists(st.one_of(st.sampled_from(VOCABULARY), st.text(string.printable, max_size=6)), min_size=1,
+                     max_size=6))
+def test_fuzzed_command_lines_fail_on_one_line(argv):
+    """No lab of this name is up: every command fails, or prints help, never a traceback."""
+    if argv[0] in ("exec", "up", "clean", "bench", "kernels") or "--lab" in argv or "--netns" in argv:
+        return       # these act on the machine: covered by their own tests
+    rc, err = run_cli(*argv, "--lab", "fuzz-no-such-lab")
+    assert rc in (0, 1, 2), (argv, rc, err)
+    if rc:
+        assert err.startswith("python -m lab") and err.count("\n") == 1 and "Traceback" not in err, (argv, err)
+
+
+def test_fuzzing_left_the_root_namespace_as_it_was():
+    """The same check the session makes at its end, here after both fuzzers in this worker."""
+    before = host.snapshot()
+    rc, _ = run_cli("status", "--lab", "fuzz-no-such-lab")
+    assert rc == 1 and host.differences(before, host.snapshot()) == []
+
+
+def test_lab_errors_name_the_action_first():
+    e = LabError("send 3 frames", "no lab is up", "start one")
+    assert str(e) == "send 3 frames: no lab is up; start one"
