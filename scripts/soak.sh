@@ -6,7 +6,7 @@
 set -u
 cd "$(dirname "$0")/.."
 if [ "${1:-}" = fuzz ]; then
-  XDPLAB_FUZZ_EXAMPLES=${2:-2000} .venv/bin/python -m pytest tests/test_inputs.py -q -p no:randomly
+  XDPLAB_INPUT_FUZZ_EXAMPLES=${2:-2000} .venv/bin/python -m pytest tests/test_inputs.py -q -p no:randomly
   rc=$?
   left=$(( $(ip netns list | grep -c '^xdplab-') + $(ls /run/xdplab/owners 2>/dev/null | wc -l) \
           + $(ls /run/xdplab/up 2>/dev/null | wc -l) + $(grep -c xdplab /proc/mounts) ))

@@ -145,7 +145,7 @@ def run_cli(*argv: str) -> tuple[int, str]:
     return rc, err.getvalue()
 
 
-EXAMPLES = int(os.environ.get("XDPLAB_FUZZ_EXAMPLES", "30"))     # scripts/soak.sh fuzz: thousands
+EXAMPLES = int(os.environ.get("XDPLAB_INPUT_FUZZ_EXAMPLES", "30"))     # scripts/soak.sh fuzz: thousands
 
 
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,

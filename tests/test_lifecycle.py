@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -108,3 +109,25 @@ def test_two_ups_of_one_name_at_once_and_a_live_owner_is_never_swept():
 
 def test_up_names_never_collide():
     assert names.UpNames("a-x").netns("n1") != names.UpNames("a").netns("x-n1")
+
+
+def test_a_zombie_owner_counts_as_gone():
+    """A SIGKILLed owner that its parent has not reaped yet is a zombie: its pid and start
+    time still match, but it is gone, and `clean` removes what it left at once."""
+    code = ("import os; from lab.netns import Netns; ns = Netns.create(f'xdplab-zombie-{os.getpid()}'); "
+            "print(ns.name, flush=True); os.kill(os.getpid(), 9)")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=subproc.ROOT, stdout=subprocess.PIPE,
+                             text=True, env=subproc.child_env())
+    try:
+        name = child.stdout.readline().strip()
+        deadline = time.monotonic() + 10
+        while not sweep.zombie(child.pid):          # dead, not reaped: we do not wait() yet
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        [left] = [x for x in sweep.leftovers() if x.netns == name]
+        assert (left.pid, left.alive) == (child.pid, False)
+        r = lab("clean")
+        assert f"removed {name} (owner pid {child.pid}, gone)" in r.stdout, r.stdout
+        assert name not in netns.list_names()
+    finally:
+        child.wait()
