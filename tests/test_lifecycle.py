@@ -46,6 +46,15 @@ def ip_netns_list_is_clean() -> None:
 
 @pytest.mark.parametrize("point", UP_POINTS)
 def test_an_up_killed_at_each_step_is_removed_by_down_without_force(point):
+    remove_a_killed_up(point, "down")
+
+
+@pytest.mark.parametrize("point", ["netns recorded#3", "up attached"])
+def test_an_up_killed_part_way_is_removed_by_clean_without_force(point):
+    remove_a_killed_up(point, "clean")
+
+
+def remove_a_killed_up(point: str, recover: str) -> None:
     name = f"k{os.getpid()}"
     r = lab("up", "topologies/seed.toml", "--name", name, XDPLAB_KILL_AT=point)
     assert r.returncode == -signal.SIGKILL, r.stderr
@@ -57,8 +66,11 @@ def test_an_up_killed_at_each_step_is_removed_by_down_without_force(point):
         r = lab("up", "topologies/seed.toml", "--name", name)
         assert r.returncode == 1 and half in r.stderr, r.stderr
     finally:
-        r = lab("down", "--lab", name)
-    assert r.returncode == 0 and r.stdout == f"lab {name} is down\n", r.stderr
+        r = lab("down", "--lab", name) if recover == "down" else lab("clean")
+    if recover == "down":
+        assert r.returncode == 0 and r.stdout == f"lab {name} is down\n", r.stderr
+    else:
+        assert r.returncode == 0 and f"finished removing lab {name} (left half-built by pid " in r.stdout, r.stdout
     assert leftovers(name) == []
     ip_netns_list_is_clean()
 

@@ -18,8 +18,8 @@ GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("
 # names -----------------------------------------------------------------------------------
 def test_ifname_of_15_characters_is_accepted_16_is_refused():
     assert check_ifname("a" * 15) == "a" * 15
-    with pytest.raises(TopologyError, match=r"name interface 'aaaaaaaaaaaaaaaa': 16 characters, the kernel "
-                                            r"allows at most 15 \(IFNAMSIZ\); use a shorter name"):
+    with pytest.raises(TopologyError, match=r"name interface 'aaaaaaaaaaaaaaaa': 16 bytes in UTF-8 \(16 characters\), "
+                                            r"the kernel allows at most 15 bytes \(IFNAMSIZ\); use a shorter name"):
         check_ifname("a" * 16)
 
 
