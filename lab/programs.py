@@ -47,6 +47,10 @@ class Program:
     """Another copy of the object, with maps of its own (one per hop, as one loader per
     interface would load it): `program.copy("hop2")`."""
 
+    def __post_init__(self) -> None:
+        if Path(self.source).suffix == ".o" and self.kind == "bcc":     # Program(Path("x.bpf.o")) is an ELF object
+            object.__setattr__(self, "kind", "elf")
+
     @classmethod
     def parse(cls, spec: str | Path, function: str | None = None, base: Path | None = None) -> "Program":
         """`PATH[:FUNCTION]`; relative paths from `base` (default: the working directory)."""
