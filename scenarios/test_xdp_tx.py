@@ -1,0 +1,102 @@
+"""XDP_TX back out of the ingress veth: what the peer needs in each mode, and the counters.
+
+      net1                          fwd
+  ┌──────────────────┐   ┌─────────────────────────────────┐
+  │ veth1 [peer set-up:│───│ veth0 [xdp_tx_back: swap MACs, │
+  │  none|pass|gro]    │   │        return XDP_TX]           │
+  └──────────────────┘   └─────────────────────────────────┘
+  N frames net1/veth1 -> fwd/veth0, bounced back to net1/veth1 (which has no address:
+  net1's stack drops what comes back, kfree_skb IP_INADDRERRORS)
+
+What the kernel did (Linux 6.18, N frames of L bytes; `pass` is an XDP program on veth1 in
+drv mode, `gro` is GRO on veth1):
+
+| mode | veth1 | frames back | counters | what the kernel said |
+|---|---|---|---|---|
+| skb | none, pass, gro | all | rx/tx on both ends (L, or L-14 where the receiver runs NAPI) | net1/veth1 kfree_skb IP_INADDRERRORS ×N |
+| drv | none | none | fwd/veth0 `rx_queue_0_xdp_tx_errors` +N, `tx_dropped` +N; net1/veth1 `rx_dropped` +N | fwd/veth0 `xdp_bulk_tx drops ENXIO` ×N |
+| drv | pass | all | fwd/veth0 `rx_queue_0_xdp_tx` +N | fwd/veth0 `xdp_bulk_tx` ×N (sent), then net1's stack drops them |
+| **drv** | **gro** | **none, and no counter says so** | fwd/veth0 `rx_queue_0_xdp_tx` +N, nothing on veth1 | **fwd/veth0 `xdp_bulk_tx` ×N: sent** |
+
+The last row: with GRO alone on veth1 the XDP_TX frames are accepted into veth1's ring
+(`xdp_bulk_tx` reports them sent, nothing is dropped) but are never delivered: after an XDP_TX
+flush, veth wakes the receiving queue only when it runs an XDP program
+(veth_xdp_flush in drivers/net/veth.c), and frames the stack sends to veth1 meanwhile are not
+GRO-eligible, so they do not wake it either. A devmap redirect into the same veth arrives
+(its flush wakes the queue: see test_drops.py's gro rows). Generic (skb) XDP_TX goes
+through the normal transmit path and needs nothing of the peer.
+"""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from lab import ethtool
+from lab.counters import assert_counters, merge, veth_hop
+from lab.fates import assert_fates, fates_before
+from lab.packets import udp_frame
+from lab.programs import PACKAGE_BPF, Program
+from lab.topology import End, Topology, Veth
+
+N = 100
+TX_BACK = Program(PACKAGE_BPF / "ring.bpf.o", "xdp_tx_back")
+TOPOLOGY = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02"), End("fwd", "veth0", "02:00:00:00:01:01")),),
+                    name="xdp-tx")
+DROPPED_BY_NET1 = {"net1/veth1": {"kfree_skb IP_INADDRERRORS": N}}
+
+
+@pytest.fixture
+def lab_topology():
+    return TOPOLOGY
+
+
+def expected(mode: str, peer: str, length: int) -> tuple[int, dict, dict]:
+    """(frames back, counters, fates) for N frames of `length` bytes (see the table above)."""
+    short = length - 14                    # counted by a veth that runs NAPI: Ethernet header pulled
+    there = veth_hop(mode, N, N * length)  # net1/veth1 -> fwd/veth0
+    if mode == "skb":
+        napi = peer == "pass"              # veth1 runs NAPI: it counts the return short, veth0 sends short
+        back = {"fwd/veth0": {"tx_packets": N, "tx_bytes": N * (short if napi else length)},
+                "net1/veth1": {"rx_packets": N, "rx_bytes": N * (short if napi else length)}}
+        if napi:
+            back["net1/veth1"].update(rx_queue_0_xdp_packets=N, rx_queue_0_xdp_bytes=N * short)
+        return N, merge(there, back), DROPPED_BY_NET1
+    if peer == "none":
+        return 0, merge(there, {"fwd/veth0": {"rx_queue_0_xdp_tx_errors": N, "tx_dropped": N},
+                                "net1/veth1": {"rx_dropped": N}}), {"fwd/veth0": {"xdp_bulk_tx drops ENXIO": N}}
+    there["fwd/veth0"]["rx_queue_0_xdp_tx"] = N
+    if peer == "gro":
+        return 0, there, {"fwd/veth0": {"xdp_bulk_tx": N}}
+    back = {"fwd/veth0": {"tx_packets": N, "tx_bytes": N * length},      # xdp_frames: counted whole
+            "net1/veth1": {"rx_packets": N, "rx_bytes": N * length, "rx_queue_0_xdp_packets": N,
+                           "rx_queue_0_xdp_bytes": N * length}}
+    return N, merge(there, back), {"fwd/veth0": {"xdp_bulk_tx": N}, **DROPPED_BY_NET1}
+
+
+@pytest.mark.expect_drops
+@pytest.mark.parametrize("peer", ["none", "pass", "gro"])
+def test_xdp_tx_bounces_frames_back_when_the_peer_can_take_them(lab, xdp_program, xdp_mode, peer):
+    veth0, veth1 = lab.iface("fwd/veth0"), lab.iface("net1/veth1")
+    tx = xdp_program(TX_BACK)
+    if peer == "pass":
+        xdp_program(TX_BACK.named("xdp_dummy")).attach(veth1, "drv")
+    elif peer == "gro":
+        ethtool.set_gro(veth1, True)
+        lab.on_close("turn GRO off on net1/veth1", lambda: ethtool.set_gro(veth1, False))
+    tx.attach(veth0, xdp_mode)
+    frame = udp_frame(eth_src=veth1.mac, eth_dst=veth0.mac)
+    bounced = udp_frame(eth_src=veth0.mac, eth_dst=veth1.mac)      # xdp_tx_back swaps the MACs
+    back = lab.capture("net1/veth1")
+    before, fates = lab.snapshot(), fates_before(lab)
+
+    lab.port("net1/veth1").send(frame, count=N)
+
+    arrive, counters, said = expected(xdp_mode, peer, len(bytes(frame)))
+    if arrive:
+        assert len(back.expect(bounced, count=N)) == N
+    else:
+        time.sleep(0.2)
+    back.expect_none()
+    assert_counters(before, counters)
+    assert_fates(fates, said)
