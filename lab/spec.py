@@ -2,7 +2,8 @@
 entries. `topologies/seed.toml` is the seed notes' lab; a scenario can load one with
 `load("topologies/seed.toml").topology`, and `python -m lab up FILE` builds one for people.
 
-    [[veth]]      a = { ns = "fwd", name = "veth0", mac = "...", ip = "10.0.0.1/24", mtu = 1500 }, b = {...}
+    [[veth]]      a = { ns = "fwd", name = "veth0", mac = "...", ip = "10.0.0.1/24", mtu = 1500, queues = 2 },
+                  b = {...}  (queues: rx and tx queues at once; or rx_queues, tx_queues)
     [[program]]   program = "PATH[:FUNCTION]" (from the file's folder), attach = "ns/if" (or a list),
                   mode = "skb" | "drv", peers = "none" | "pass" | "gro", cflags = [...] (bcc only)
     [[entry]]     map = "name", key = ..., value = ...: ints, "ns/if" (that interface's ifindex,
@@ -22,7 +23,8 @@ from .topology import End, Topology, Veth
 from .xdp import MODES
 
 ROOT = Path(__file__).resolve().parent.parent
-END_KEYS = {"ns": str, "name": str, "mac": str, "ip": str, "mtu": int, "rx_queues": int, "tx_queues": int}
+END_KEYS = {"ns": str, "name": str, "mac": str, "ip": str, "mtu": int, "rx_queues": int, "tx_queues": int,
+            "queues": int}
 PROGRAM_KEYS = {"program": str, "attach": (str, list), "mode": str, "peers": str, "cflags": list}
 ENTRY_KEYS = {"map", "key", "value"}
 

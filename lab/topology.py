@@ -50,6 +50,12 @@ class End:
     mtu: int = 1500
     rx_queues: int = 1
     tx_queues: int = 1
+    queues: int | None = None      # both counts at once: End("fwd", "veth0", queues=4)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.queues, int) and not isinstance(self.queues, bool):
+            object.__setattr__(self, "rx_queues", self.queues)
+            object.__setattr__(self, "tx_queues", self.queues)
 
     @property
     def key(self) -> str:
@@ -80,6 +86,12 @@ class End:
                 raise TopologyError(f"parse IPv4 address of {self.key} {self.ip!r}",
                                     "not an IPv4 address with a prefix length",
                                     "write it as 192.168.1.1/24") from None
+        if self.queues is not None and (not isinstance(self.queues, int) or isinstance(self.queues, bool)):
+            raise TopologyError(f"set queues of {self.key}", f"queues={self.queues!r} is not a whole number",
+                                "give queues=N (both rx and tx), or rx_queues and tx_queues")
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (self.rx_queues, self.tx_queues)):
+            raise TopologyError(f"set queues of {self.key}", f"{self.rx_queues!r} rx, {self.tx_queues!r} tx: "
+                                "not whole numbers", "give queues=N")
         if not (1 <= self.rx_queues <= 64 and 1 <= self.tx_queues <= 64):
             raise TopologyError(f"set queues of {self.key}", f"{self.rx_queues} rx, {self.tx_queues} tx: "
                                 "each must be 1..64", "use 1 (the default) or a few")

@@ -11,13 +11,14 @@ from lab import bccload
 from lab.l2fwd import forwarder as fw
 from lab import netns, xdp
 from lab.counters import sysfs_stats
-from lab.errors import MapError, NetnsError, XdpError
+from lab.errors import MapError, NetnsError, TopologyError, XdpError
 from lab.l2fwd.forwarder import L2fwd
 from lab.peers import XDP_PASS
 from lab.programs import Program, Use, XdpProgram
 from lab.maps import Layout
 from lab.names import NameFactory
 from lab.built import build
+from lab.topology import End
 from lab.l2fwd.seed import SEED
 
 
@@ -166,3 +167,19 @@ def test_a_forwarder_whose_struct_differs_is_refused_at_load(tmp_path):
                                        r"struct fwd \{ u64 outif @0; u8 dst_mac\[6\] @8; \} \(16 bytes, 2 padding\)"):
         L2fwd(Program(src, "xdp_l2fwd"))
     assert Program(src, "xdp_l2fwd").object_key not in Use._in_use, "a refused forwarder is released"
+
+
+def test_queues_per_end_in_python_and_in_lab_files(tmp_path):
+    """`queues = N` sets both queue counts of one end; the kernel's device has them."""
+    from lab.spec import load
+    assert (End("a", "v0", queues=4).rx_queues, End("a", "v0", queues=4).tx_queues) == (4, 4)
+    f = tmp_path / "q.toml"
+    f.write_text('[[veth]]\na = { ns = "a", name = "v0", queues = 4 }\nb = { ns = "b", name = "v1", queues = 2 }\n')
+    with build(load(f).topology) as lab:
+        for key, n in (("a/v0", 4), ("b/v1", 2)):
+            i = lab.iface(key)
+            queues = sorted(os.listdir(os.path.join(i.ns.sysfs, "class/net", i.name, "queues")))
+            assert queues == [f"rx-{q}" for q in range(n)] + [f"tx-{q}" for q in range(n)], queues
+    f.write_text('[[veth]]\na = { ns = "a", name = "v0", queues = "4" }\nb = { ns = "b", name = "v1" }\n')
+    with pytest.raises(TopologyError, match="key 'queues': expected an integer, got the str '4'"):
+        load(f)
