@@ -28,6 +28,8 @@ struct bpf_prog_aux { __u32 id; } __attribute__((preserve_access_index));
 struct bpf_prog { struct bpf_prog_aux *aux; } __attribute__((preserve_access_index));
 struct bpf_map { __u32 id; } __attribute__((preserve_access_index));
 struct bpf_dtab_netdev { struct net_device *dev; } __attribute__((preserve_access_index));
+struct xdp_cpumap_stats { unsigned int redirect; unsigned int pass; unsigned int drop; }
+    __attribute__((preserve_access_index));
 struct sk_buff {
     struct net_device *dev;
     unsigned int len;
@@ -42,7 +44,8 @@ struct sk_buff {
 #define MAP_TYPE_DEVMAP_HASH 25
 #define INT_MAX_ID 0x7fffffff       /* bpf_redirect() without a map: map_id INT_MAX */
 
-enum kind { EXCEPTION = 1, REDIRECT, REDIRECT_ERR, DEVMAP_XMIT, BULK_TX, KFREE_SKB, KINDS };
+enum kind { EXCEPTION = 1, REDIRECT, REDIRECT_ERR, DEVMAP_XMIT, BULK_TX, KFREE_SKB, CPUMAP_ENQUEUE, CPUMAP_KTHREAD,
+            KINDS };
 
 struct dev_key { __u32 netns; __u32 ifindex; };
 
@@ -76,6 +79,13 @@ struct {
     __type(key, struct dev_key);
     __type(value, __u32);
 } devices SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);             /* map id: cpumap events name no device, only their map */
+    __type(value, __u32);
+} cpumaps SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_PERCPU_HASH);   /* no atomics on the hot path: summed by the lab */
@@ -224,6 +234,47 @@ int BPF_PROG(fate_xdp_bulk_tx, const struct net_device *dev, int sent, int drops
         return 0;
     struct fate_key k = {.kind = BULK_TX, .netns = d.netns, .ifindex = d.ifindex, .code = err};
     count(&k, sent, drops);
+    return 0;
+}
+
+SEC("tp_btf/xdp_cpumap_enqueue")
+int BPF_PROG(fate_xdp_cpumap_enqueue, int map_id, unsigned int processed, unsigned int drops, int to_cpu)
+{
+    __u32 id = map_id;
+    if (!bpf_map_lookup_elem(&cpumaps, &id))
+        return 0;
+    struct fate_key k = {.kind = CPUMAP_ENQUEUE, .map_id = id, .map_index = to_cpu};
+    count(&k, processed, drops);
+    return 0;
+}
+
+/* code 0: frames the kthread turned into skbs (drops: allocation failures); 1, 2, 3: what
+ * the entry's own program did with them (XDP_PASS, XDP_DROP, XDP_REDIRECT) */
+SEC("tp_btf/xdp_cpumap_kthread")
+int BPF_PROG(fate_xdp_cpumap_kthread, int map_id, unsigned int processed, unsigned int drops, int sched,
+             struct xdp_cpumap_stats *stats)
+{
+    __u32 id = map_id;
+    if (!bpf_map_lookup_elem(&cpumaps, &id))
+        return 0;
+    struct fate_key k = {.kind = CPUMAP_KTHREAD, .map_id = id, .map_index = bpf_get_smp_processor_id()};
+    if (processed || drops)
+        count(&k, processed, drops);
+    if (!stats)
+        return 0;
+    unsigned int pass = stats->pass, drop = stats->drop, redirect = stats->redirect;
+    if (pass) {
+        k.code = 1;
+        count(&k, pass, 0);
+    }
+    if (drop) {
+        k.code = 2;
+        count(&k, drop, drop);
+    }
+    if (redirect) {
+        k.code = 3;
+        count(&k, redirect, 0);
+    }
     return 0;
 }
 

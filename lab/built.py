@@ -79,6 +79,7 @@ class Lab:
     sends: list["Send"] = field(default_factory=list)
     """Every send of the lab's ports, in order (to tell its dropped frames apart)."""
     fate_marks: list["Fates"] = field(default_factory=list)
+    _recorder: Any = None           # this process's fates recorder, while it watches the lab
     fates_problem: str | None = None
     """Why the kernel's frame events are not recorded for this lab (None: they are)."""
 
@@ -159,6 +160,13 @@ class Lab:
                 fd = self._stats_fd
                 self.on_close("stop counting program runs", lambda: os.close(fd))
         self.on_close(f"forget program {program.name}", lambda: self.programs.remove(program))
+        if self._recorder is not None:      # cpumap events name their map, not a device
+            from .fates import CPUMAP
+            ids = [m.info.id for m in program.maps.values() if m.info.type == CPUMAP]
+            if ids:
+                rec = self._recorder
+                rec.watch_maps(ids)
+                self.on_close(f"stop recording the cpumaps of {program.name}", lambda: rec.unwatch_maps(ids))
 
     def adopt(self, key: str) -> "Adopted":
         """The XDP program another loader attached to interface `key`, with its maps typed
@@ -297,6 +305,7 @@ def watch_fates(lab: Lab, level: str) -> None:
         return
     devices = fates.devices(lab.interfaces.values())
     rec.watch(devices)
+    lab._recorder = rec
     lab.on_close("stop recording fates", lambda: rec.unwatch(devices))
     if level == "paths":
         rec.follow_paths(True)

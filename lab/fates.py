@@ -46,13 +46,17 @@ FRAME_BYTES = 128
 # kind number in bpf/fates.bpf.c -> tracepoint, program
 EVENTS = {1: ("xdp_exception", "fate_xdp_exception"), 2: ("xdp_redirect", "fate_xdp_redirect"),
           3: ("xdp_redirect_err", "fate_xdp_redirect_err"), 4: ("xdp_devmap_xmit", "fate_xdp_devmap_xmit"),
-          5: ("xdp_bulk_tx", "fate_xdp_bulk_tx"), 6: ("kfree_skb", "fate_kfree_skb")}
+          5: ("xdp_bulk_tx", "fate_xdp_bulk_tx"), 6: ("kfree_skb", "fate_kfree_skb"),
+          7: ("xdp_cpumap_enqueue", "fate_xdp_cpumap_enqueue"), 8: ("xdp_cpumap_kthread", "fate_xdp_cpumap_kthread")}
 # arguments each tracepoint must have (after the context) for the program to read them
-ARGS = {"xdp_exception": 3, "xdp_redirect": 7, "xdp_redirect_err": 7, "xdp_devmap_xmit": 5, "xdp_bulk_tx": 4}
+ARGS = {"xdp_exception": 3, "xdp_redirect": 7, "xdp_redirect_err": 7, "xdp_devmap_xmit": 5, "xdp_bulk_tx": 4,
+        "xdp_cpumap_enqueue": 4, "xdp_cpumap_kthread": 5}
+CPUMAP = "cpumap"      # MapInfo.type of a cpumap (bpfsys names map types)
+CPUMAP_PROGRAM = {1: "XDP_PASS", 2: "XDP_DROP", 3: "XDP_REDIRECT"}   # xdp_cpumap_kthread's program stats
 XDP_ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 NOT_REPORTED = "not reported by this kernel"
 _RANK = {"xdp_redirect": 0, "xdp_redirect_err": 1, "xdp_exception": 2, "xdp_devmap_xmit": 3, "xdp_bulk_tx": 4,
-         "kfree_skb": 5, "af_packet": 6}      # the order a frame meets them in
+         "xdp_cpumap_enqueue": 5, "xdp_cpumap_kthread": 6, "kfree_skb": 7, "af_packet": 8}   # the order a frame meets them
 
 _KEY = struct.Struct("<IIIIiIIIIIQ")       # struct fate_key
 _VAL = struct.Struct("<QQQ")               # struct fate_val
@@ -192,6 +196,7 @@ class Recorder:
                 if tracepoint != "xdp_redirect":         # every redirect: only while a lab follows paths
                     self._attach(tracepoint)
             self.devices_fd = lib.bpf_object__find_map_fd_by_name(obj, b"devices")
+            self.cpumaps_fd = lib.bpf_object__find_map_fd_by_name(obj, b"cpumaps")
             self.fates_fd = lib.bpf_object__find_map_fd_by_name(obj, b"fates")
             self.lost_fd = lib.bpf_object__find_map_fd_by_name(obj, b"lost")
             self._callback = _RingCallback(self._on_frame)
@@ -239,6 +244,22 @@ class Recorder:
         for d in devices:
             self.frames.setdefault(d, [])
             bpfsys.update(self.devices_fd, _DEV.pack(*d), struct.pack("<I", 1))
+
+    def watch_maps(self, ids: Iterable[int]) -> None:
+        """Record the events of these cpumaps (they name no device, only their map)."""
+        for i in ids:
+            bpfsys.update(self.cpumaps_fd, struct.pack("<I", i), struct.pack("<I", 1))
+
+    def unwatch_maps(self, ids: Iterable[int]) -> None:
+        if self._obj is None:
+            return
+        gone = set(ids)
+        for i in gone:
+            bpfsys.delete(self.cpumaps_fd, struct.pack("<I", i))
+        for key in bpfsys.keys(self.fates_fd, _KEY.size):
+            f = _KEY.unpack(key)
+            if f[0] in (7, 8) and f[7] in gone:
+                bpfsys.delete(self.fates_fd, key)
 
     def unwatch(self, devices: Iterable[tuple[int, int]]) -> None:
         """Stop watching `devices` and forget what was recorded about them."""
@@ -534,11 +555,35 @@ class _Names:
         self.reasons = kernel
         self.progs: dict[int, str] = {}
         self.maps: dict[int, str] = {}
+        self.cpumap_homes: dict[int, str] = {}
         for p in lab.programs:
-            for iface, mode, pid in p.placements():
+            placed = p.placements()
+            for iface, mode, pid in placed:
                 self.progs[pid] = f"{p.name} ({mode} on {iface.key}, id {pid})"
             for name, m in p.maps.items():
                 self.maps[m.info.id] = name
+                if m.info.type == CPUMAP and placed:
+                    self.cpumap_homes.setdefault(m.info.id, placed[0][0].key)
+
+    def cpumap(self, kind: int, code: int, map_id: int, cpu: int, frames: int, drops: int) -> list[tuple[Fate, int]]:
+        """cpumap events: where the cpumap's program is attached; "-> cpu N" (enqueue) or
+        "on cpu N" (the kthread that made skbs of them, and what the entry's program did)."""
+        if map_id not in self.cpumap_homes:
+            return []
+        where, via = self.cpumap_homes[map_id], f"{self.maps.get(map_id, f'map id {map_id}')}[{cpu}]"
+        event = EVENTS[kind][0]
+        if kind == 7:
+            out = [(Fate(where, event, "", f"cpu {cpu}", via=via), frames)] if frames else []
+            if drops:
+                out.append((Fate(where, event, "drops", f"cpu {cpu}", via=via, ends=True), drops))
+            return out
+        if code:
+            act = CPUMAP_PROGRAM.get(code, f"action {code}")
+            return [(Fate(where, event, f"{act} on cpu {cpu}", ends=act == "XDP_DROP"), frames)]
+        out = [(Fate(where, event, f"on cpu {cpu}"), frames)] if frames else []
+        if drops:
+            out.append((Fate(where, event, f"drops on cpu {cpu}", ends=True), drops))
+        return out
 
     def device(self, netns: int, ifindex: int) -> str:
         return self.by_dev.get((netns, ifindex)) or f"ifindex {ifindex} (netns {netns})"
@@ -557,6 +602,8 @@ class _Names:
 
     def fates(self, key: tuple[int, ...], frames: int, drops: int) -> list[tuple[Fate, int]]:
         kind, netns, ifindex, prog_id, code, to_netns, to_ifindex, map_id, map_index, _pad, location = key
+        if kind in (7, 8):
+            return self.cpumap(kind, code, map_id, map_index, frames, drops)
         mine = (netns, ifindex) in self.by_dev or (netns == ifindex == 0 and (to_netns, to_ifindex) in self.by_dev)
         if not mine:
             return []

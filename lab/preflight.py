@@ -1,7 +1,7 @@
 """Will these frames vanish? Checked before traffic, for every program attached in the lab.
 
-Every entry of every interface-valued map (devmap, devmap_hash) that an attached program
-uses is a redirect target: it must be an interface of the lab, and able to receive frames
+A cpumap an attached program uses must have an entry (a queue). Every entry of every
+interface-valued map (devmap, devmap_hash) that an attached program uses is a redirect target: it must be an interface of the lab, and able to receive frames
 redirected in the program's attach mode (lab.features.redirect_readiness). Kits add their
 own checks (l2fwd: every route's outif is in txport_map) through `Lab.checks`.
 """
@@ -23,7 +23,14 @@ def problems(lab: "Lab") -> list[str]:
         used = set(getattr(prog, "info").map_ids) if hasattr(prog, "info") else None
         for iface, mode, _ in prog.placements():
             for m in prog.maps.values():
-                if not m.holds_interfaces or (used is not None and m.info.id not in used):
+                if used is not None and m.info.id not in used:
+                    continue
+                if m.info.type == "cpumap" and not any(v is not None for _, v in m.items()):
+                    out.append(f"{m.name} of {prog.name} ({mode} on {iface.key}) has no entry: bpf_redirect_map "
+                               "into it fails (a qsize of 0 deletes an entry); give the CPU an entry with a "
+                               "queue size, e.g. 2048")
+                    continue
+                if not m.holds_interfaces:
                     continue
                 home = m.home or iface
                 for key, value in m.items():

@@ -1,0 +1,132 @@
+"""Redirect into a cpumap: frames go up the stack on another CPU, through the cpumap's kthread.
+
+      net1                       fwd
+  ┌────────────┐   ┌──────────────────────────────────────────────┐
+  │ veth1      │───│ veth0 [xdp_cpu: bpf_redirect_map(cpus, CPU)] │
+  └────────────┘   │   cpus[CPU] = {qsize, program on the entry}   │
+                   │   -> kthread on CPU -> skb -> fwd's stack      │
+                   └──────────────────────────────────────────────┘
+  N frames from net1/veth1 to 192.168.0.1; fwd/veth0 has no address, so fwd's stack drops
+  each frame the kthread delivers (kfree_skb IP_INADDRERRORS): that, and a tap on veth0
+  (taps see the cpumap's skbs), is how the scenario sees them arrive.
+
+What the kernel did (Linux 6.18; CPU is 1 on a machine with two CPUs or more):
+
+| mode | cpus[CPU] | arrive | what the kernel said |
+|---|---|---|---|
+| skb, drv | qsize 2048 | all, on CPU | `xdp_cpumap_enqueue -> cpu N` ×N, `xdp_cpumap_kthread on cpu N` ×N, then fwd's stack drops them |
+| skb, drv | qsize 2048, xdp_cpu_drop on the entry | none | `xdp_cpumap_kthread XDP_DROP on cpu N` ×N: no interface counter says so |
+| drv | qsize 8, a burst | some | `xdp_cpumap_enqueue drops -> cpu N` ×D, and no interface counter says so |
+| skb | qsize 8, a burst | some | as drv, and each drop also as `xdp_redirect_err ENOSPC` and `kfree_skb XDP` |
+
+The enqueue tracepoint counts differently per path: in drv mode its `processed` is every
+frame of a flush, dropped ones included; in skb mode one frame at a time, dropped ones
+excluded. The scenario checks the books balance either way.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import time
+
+import pytest
+
+from lab.counters import assert_counters, veth_hop
+from lab.errors import PreflightError
+from lab.fates import assert_fates, fates_before
+from lab.packets import udp_frame
+from lab.programs import PACKAGE_BPF, Program
+from lab.topology import End, Topology, Veth
+
+N = 100
+BURST = 20_000
+CPU = 1 if (os.cpu_count() or 1) > 1 else 0
+XDP_CPU = Program(PACKAGE_BPF / "cpumap.bpf.o", "xdp_cpu")
+TOPOLOGY = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02"), End("fwd", "veth0", "02:00:00:00:01:01")),),
+                    name="cpumap")
+
+
+@pytest.fixture
+def lab_topology():
+    return TOPOLOGY
+
+
+@pytest.fixture
+def steer(lab, xdp_program, xdp_mode):
+    """xdp_cpu on fwd/veth0, every frame to CPU; `steer(qsize, program)` fills the entry."""
+    prog = xdp_program(XDP_CPU)
+    prog.map("cpu_target").update(struct.pack("<I", 0), struct.pack("<I", CPU))
+
+    def fill(qsize: int, second: str | None = None) -> None:
+        fd = xdp_program(XDP_CPU.named(second)).fd if second else 0
+        prog.map("cpus").update(struct.pack("<I", CPU), struct.pack("<Ii", qsize, fd))
+        prog.attach(lab.iface("fwd/veth0"), xdp_mode)
+    return fill
+
+
+def first_hop(mode: str, n: int, length: int) -> dict:
+    c = veth_hop(mode, n, n * length)
+    if mode == "drv":
+        c["fwd/veth0"]["rx_queue_0_xdp_redirect"] = n
+    return c
+
+
+def frame(lab):
+    return udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac)
+
+
+def test_frames_reach_the_stack_on_the_chosen_cpu(lab, steer, xdp_mode):
+    steer(2048)
+    f, tap = frame(lab), lab.capture("fwd/veth0")
+    before, fates = lab.snapshot(), fates_before(lab)
+    lab.port("net1/veth1").send(f, count=N)
+    assert len(tap.expect(f, count=N)) == N, "the kthread's skbs go up fwd/veth0's stack, taps see them"
+    assert_counters(before, first_hop(xdp_mode, N, len(bytes(f))))
+    assert_fates(fates, {"fwd/veth0": {f"xdp_cpumap_enqueue -> cpu {CPU}": N, f"xdp_cpumap_kthread on cpu {CPU}": N,
+                                       "kfree_skb IP_INADDRERRORS": N}})
+
+
+def test_a_program_on_the_cpumap_entry_runs_first_on_that_cpu(lab, steer, xdp_mode):
+    steer(2048, "xdp_cpu_drop")
+    f, tap = frame(lab), lab.capture("fwd/veth0")
+    before, fates = lab.snapshot(), fates_before(lab)
+    lab.port("net1/veth1").send(f, count=N)
+    tap.expect_none()
+    assert_counters(before, first_hop(xdp_mode, N, len(bytes(f))))
+    assert_fates(fates, {"fwd/veth0": {f"xdp_cpumap_enqueue -> cpu {CPU}": N, f"xdp_cpumap_kthread on cpu {CPU}": N,
+                                       f"xdp_cpumap_kthread XDP_DROP on cpu {CPU}": N}})
+
+
+@pytest.mark.expect_drops
+def test_a_full_cpumap_queue_drops_and_the_books_balance(lab, steer, xdp_mode):
+    steer(8)
+    f, tap = frame(lab), lab.capture("fwd/veth0")
+    before, fates = lab.snapshot(), fates_before(lab)
+    lab.port("net1/veth1").send(f, count=BURST)
+    assert_counters(before, first_hop(xdp_mode, BURST, len(bytes(f))))   # no counter for the drops
+    if fates is None:
+        return
+    time.sleep(0.5)         # the kthread drains its queue
+    said = (lab.fates() - fates).mapping()["fwd/veth0"]
+    dropped = said.get(f"xdp_cpumap_enqueue drops -> cpu {CPU}", 0)
+    delivered = said[f"xdp_cpumap_kthread on cpu {CPU}"]
+    assert dropped > 0, f"a queue of 8 under a burst of {BURST}: {said}"
+    assert delivered + dropped == BURST and said["kfree_skb IP_INADDRERRORS"] == delivered, said
+    tap.poll()
+    assert len(tap.received) + tap.drops == delivered, "the tap saw (or counted as its own drop) each delivered frame"
+    enqueued = said[f"xdp_cpumap_enqueue -> cpu {CPU}"]
+    if xdp_mode == "drv":
+        assert enqueued == BURST, "drv: processed counts every frame of a flush"
+        assert set(said) == {f"xdp_cpumap_enqueue -> cpu {CPU}", f"xdp_cpumap_enqueue drops -> cpu {CPU}",
+                             f"xdp_cpumap_kthread on cpu {CPU}", "kfree_skb IP_INADDRERRORS"}, said
+    else:
+        assert enqueued == delivered, "skb: one frame at a time, the dropped ones not counted as processed"
+        assert said["xdp_redirect_err ENOSPC"] == dropped and said["kfree_skb XDP"] == dropped, said
+
+
+def test_preflight_names_a_cpumap_without_entries(lab, steer):
+    """A qsize of 0 deletes the entry (the kernel's way): the redirect has nowhere to go."""
+    steer(0)
+    with pytest.raises(PreflightError, match=r"cpus of cpumap.bpf.o:xdp_cpu \(.* on fwd/veth0\) has no entry: "
+                                             r"bpf_redirect_map into it fails"):
+        lab.port("net1/veth1").send(frame(lab))
