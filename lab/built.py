@@ -80,6 +80,8 @@ class Lab:
     """Every send of the lab's ports, in order (to tell its dropped frames apart)."""
     fate_marks: list["Fates"] = field(default_factory=list)
     _recorder: Any = None           # this process's fates recorder, while it watches the lab
+    focus: list[str] = field(default_factory=list)
+    """Interfaces a person asked to look at (lab.existing); empty: all of them."""
     fates_problem: str | None = None
     """Why the kernel's frame events are not recorded for this lab (None: they are)."""
 
@@ -303,7 +305,7 @@ def watch_fates(lab: Lab, level: str) -> None:
     except fates.FatesError as e:
         lab.fates_problem = str(e)
         return
-    devices = fates.devices(lab.interfaces.values())
+    devices = fates.devices(lab.interfaces[k] for k in lab.focus or lab.interfaces)
     rec.watch(devices)
     lab._recorder = rec
     lab.on_close("stop recording fates", lambda: rec.unwatch(devices))

@@ -43,8 +43,8 @@ def port(text: str) -> int:
 
 def positive(text: str) -> int:
     n = _int(text, "count")
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"{n} is not a count of 1 or more")
+    if not 1 <= n <= MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{n} is not a count from 1 to {MAX_COUNT:,}")
     return n
 
 
@@ -58,11 +58,15 @@ def seconds(text: str) -> float:
     return v
 
 
+MAX_COUNT = 1_000_000_000
+
+
 def _int(text: str, what: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number") from None
+    """A whole number written in ASCII digits (Python's int() also takes '٣')."""
+    import re
+    if not re.fullmatch(r"-?[0-9]+", text.strip()):
+        raise argparse.ArgumentTypeError(f"{what} {text!r} is not a whole number")
+    return int(text)
 
 
 def _repro(args: argparse.Namespace) -> int:
@@ -111,8 +115,13 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _down(args: argparse.Namespace) -> int:
+    """Runs to the end whatever signal comes: a half-removed lab helps nobody."""
     from . import uplab
-    print(f"lab {uplab.down(args.lab, _progress)} is down")
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        print(f"lab {uplab.down(args.lab, _progress)} is down", flush=True)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
     return 0
 
 
@@ -136,11 +145,13 @@ def _status(args: argparse.Namespace) -> int:
 def _why(args: argparse.Namespace) -> int:
     """Watch the kernel's fates on a lab (or existing namespaces) while frames flow."""
     import json
-    import time
 
     from . import existing, fates, uplab
     from .built import watch_fates
     from .counters import Snapshot
+    if not args.src and (args.to or args.count or args.kind != "udp"):
+        raise LabError("send frames", "--to, --count and --kind describe frames to send, and no --from says where "
+                       "from", "add --from NS/IF, or leave them out to watch (--watch SECONDS)")
     if args.netns:
         if args.src:
             raise LabError("send frames into existing namespaces", "`why --netns` only watches: it changes nothing "
@@ -165,18 +176,19 @@ def _why(args: argparse.Namespace) -> int:
             frame, iface = _frame(lab, args.src, args.kind, args.to, args.port)
             port = lab.port(iface.key)
             port.send(frame, count=args.count or 1)
-            time.sleep(args.settle)
+            _drain(lab, args.settle)
             since = f"while `lab why` sent {args.count or 1} frame(s) from {iface.key}"
         else:
             print(f"watching {what} for {args.watch} s (Ctrl-C to stop early)...", file=sys.stderr, flush=True)
             try:
-                time.sleep(args.watch)
+                _drain(lab, args.watch)
             except KeyboardInterrupt:
                 pass
             since = f"while `lab why` watched {what}"
         d, moved = lab.fates() - before, counters.again() - counters
         if args.json:
-            print(json.dumps({**fates.to_json(d), "counters": moved.moved()}, indent=2))
+            sends = [{"send": x.seq, "where": x.where, "count": x.count, "bytes": x.raw.hex()} for x in lab.sends]
+            print(json.dumps({**fates.to_json(d), "sends": sends, "counters": moved.moved()}, indent=2))
         else:
             print(fates.story(lab, d, moved, since))
     finally:
@@ -201,7 +213,7 @@ def _dump(args: argparse.Namespace) -> int:
         if not maps:
             raise LabError(f"dump the maps of lab {state['name']}", "no XDP program with maps is attached in it",
                            "add a [[program]] to its file, or attach one")
-        if args.map and args.map not in maps:
+        if args.map is not None and args.map not in maps:
             raise LabError(f"dump map {args.map}", "no program of the lab has such a map",
                            f"use one of {', '.join(maps)}")
         chosen = {k: v for k, v in maps.items() if args.map in (None, k)}
@@ -248,6 +260,16 @@ def _lab_iface(state: dict, key: str) -> "Any":
     except LabError:
         lab.close()
         raise
+
+
+def _drain(lab: "Any", seconds: float) -> None:
+    """Wait `seconds`, reading the kernel's dropped frames as they come (other traffic may
+    fill the ring buffer meanwhile)."""
+    import time
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(0.05, max(0.0, end - time.monotonic())))
+        lab._recorder.consume()
 
 
 def _frame(lab: "Any", src: str, kind: str, to: str | None, port: int) -> "Any":
@@ -336,6 +358,10 @@ def _exec(args: argparse.Namespace) -> int:
     cmd = args.cmd
     if not cmd:
         raise LabError(f"run a command in namespace {args.ns}", "no command", "write: exec fwd -- ip -s link")
+    import shutil
+    if shutil.which(cmd[0]) is None:
+        raise LabError(f"run {cmd[0]} in namespace {args.ns}", "no such command (not on PATH, or not executable)",
+                       "give a command that exists, e.g. ip -s link")
     os.execvp("ip", ["ip", "netns", "exec", full, *cmd])     # a list, never a shell
     return 127
 
@@ -502,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:                       # exec NS [--lab X] -- CMD ...: the command is all after --
         i = argv.index("--")
         argv, rest = argv[:i], argv[i + 1:]
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        print(f"python -m lab {args.command}: {one_line('unrecognized arguments: ' + ' '.join(unknown))}; see "
+              f"python -m lab {args.command} --help", file=sys.stderr)
+        return 2
     if rest:
         if args.command == "exec":
             args.cmd = rest
@@ -522,5 +552,6 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"python -m lab {args.command}: interrupted; what it had made was undone", file=sys.stderr)
+        print(f"python -m lab {args.command}: interrupted (SIGINT or SIGTERM): what it had made is undone; "
+              "`python -m lab status` shows the labs that are up", file=sys.stderr)
         return 130

@@ -13,9 +13,10 @@ from .topology import End, Topology, Veth
 
 
 def open_existing(namespaces: list[str], ifaces: list[str] | None = None) -> Lab:
-    """A Lab of existing namespaces (names as `ip netns list` shows them) and their
-    interfaces (all but lo, or those named "IF" or "NS/IF"), keyed "NS/IF". XDP programs
-    attached there are adopted."""
+    """A Lab of existing namespaces (names as `ip netns list` shows them) and every interface
+    in them but lo, keyed "NS/IF" (all of them name redirect targets and peers); `lab.focus`
+    holds those asked for ("IF" or "NS/IF"; all when none is), which status shows and why
+    watches. XDP programs attached anywhere in them are adopted."""
     if not namespaces:
         raise LabError("look at existing namespaces", "none given", "give --netns NAME (see `ip netns list`)")
     lab = Lab(Topology((), name="+".join(namespaces)))
@@ -31,14 +32,15 @@ def open_existing(namespaces: list[str], ifaces: list[str] | None = None) -> Lab
         for name, ns in lab.namespaces.items():
             for link in ns.ipr.get_links():
                 ifname = link.get("IFLA_IFNAME")
-                if ifname == "lo" or (wanted and ifname not in wanted and f"{name}/{ifname}" not in wanted):
+                if ifname == "lo":
                     continue
+                if not wanted or ifname in wanted or f"{name}/{ifname}" in wanted:
+                    lab.focus.append(f"{name}/{ifname}")
                 addrs = [a.get("IFA_ADDRESS") for a in ns.ipr.get_addr(index=link["index"], family=2)]
                 lab.interfaces[f"{name}/{ifname}"] = Interface(lab, ns, name, ifname, link["index"],
                                                                link.get("IFLA_ADDRESS") or "", addrs[0] if addrs else None)
         lab.topology = Topology(_veth_pairs(lab), name=lab.topology.name)
-        missing = sorted(w for w in wanted if w not in lab.interfaces and
-                         not any(k.endswith("/" + w) for k in lab.interfaces))
+        missing = sorted(w for w in wanted if w not in lab.focus and not any(k.endswith("/" + w) for k in lab.focus))
         if missing:
             raise LabError(f"find interface {', '.join(missing)}", f"not in namespace(s) {', '.join(namespaces)}",
                            "check `ip -n NS link`")
@@ -83,7 +85,8 @@ def status_text(lab: Lab) -> str:
     from . import preflight, xdp
     from .counters import read
     lines = []
-    for key, i in lab.interfaces.items():
+    for key in lab.focus or list(lab.interfaces):
+        i = lab.interfaces[key]
         c = read(i)
         lines.append(f"{key}  ifindex {i.ifindex}  {i.mac}  {i.ip or '-'}  {xdp.query(i)}  "
                      f"rx {c['rx_packets']} (dropped {c['rx_dropped']})  tx {c['tx_packets']} "

@@ -55,6 +55,7 @@ CPUMAP = "cpumap"      # MapInfo.type of a cpumap (bpfsys names map types)
 CPUMAP_PROGRAM = {1: "XDP_PASS", 2: "XDP_DROP", 3: "XDP_REDIRECT"}   # xdp_cpumap_kthread's program stats
 XDP_ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
 NOT_REPORTED = "not reported by this kernel"
+RING_LOST = "skb drops' bytes"
 _RANK = {"xdp_redirect": 0, "xdp_redirect_err": 1, "xdp_exception": 2, "xdp_devmap_xmit": 3, "xdp_bulk_tx": 4,
          "xdp_cpumap_enqueue": 5, "xdp_cpumap_kthread": 6, "kfree_skb": 7, "af_packet": 8}   # the order a frame meets them
 
@@ -488,8 +489,12 @@ class Fates:
                 for f, n in sorted(self.counts.items())]
         out = rows or ["  (the kernel reported nothing about the lab's frames)"]
         out += [f"  {event}: {why}" for event, why in sorted(self.missing.items())]
-        out += [f"  {n} {what} lost (the kernel's buffer was full): the counts above are short"
-                for what, n in sorted(self.lost.items())]
+        for what, n in sorted(self.lost.items()):
+            if what == RING_LOST:
+                out.append(f"  the bytes of {n} dropped frames were not kept (the ring buffer was full): the counts "
+                           "above are exact, the list of dropped frames is short")
+            else:
+                out.append(f"  {n} {what} lost (the kernel's table was full): the counts above are short")
         return "\n".join(out)
 
     def by_send(self) -> str:
@@ -499,7 +504,8 @@ class Fates:
         groups: dict[tuple[str, str], int] = {}
         for fr in self.frames:
             if fr.send is None:
-                who = f"not a frame the lab sent ({_summary(fr.data, fr.length)})"
+                who = f"not one of this lab's sends ({_summary(fr.data, fr.length)}): sent by the stack, another " \
+                      "program or command"
             else:
                 who = str(fr.send)
             how = f"{fr.where}: kfree_skb {fr.reason} in {fr.location}"
@@ -512,7 +518,8 @@ class Fates:
 
 def _summary(data: bytes, length: int) -> str:
     from .packets import summary
-    return f"{summary(data)}, {length} bytes"
+    text = summary(data)
+    return text if text.startswith("runt") else f"{text}, {length} bytes"
 
 
 def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
@@ -541,7 +548,7 @@ def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
         if c.drops:
             fate = Fate(c.iface.key, "af_packet", "tp_drops", ends=True)
             counts[fate] = counts.get(fate, 0) + c.drops
-    lost = {("skb drops' bytes" if k == 0 else f"{EVENTS[k][0]} events"): n for k, n in rec.lost().items()}
+    lost = {(RING_LOST if k == 0 else f"{EVENTS[k][0]} events"): n for k, n in rec.lost().items()}
     return Fates(counts, dropped, lost, dict(rec.kernel.missing), kept, lab)
 
 
@@ -714,15 +721,26 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
         shown.add(key)
         lines.append(f"{pad}{key}: {'; '.join(progs.get(key, [])) or 'no XDP program'}")
         lines.append(f"{pad}  counters: {counters(key)}")
-        for fate, n in by_where.get(key, []):
+        here = by_where.get(key, [])
+        targets: list[str] = []
+        for fate, n in here:
             lines.append(f"{pad}  {n:>8} x {fate.describe()}{'   <-- dropped' if fate.ends else ''}")
-            if fate.to in lab.interfaces and not fate.ends and fate.event in ("xdp_redirect", "xdp_devmap_xmit"):
-                other = peer(fate.to)
-                lines.append(f"{pad}    out of {fate.to} ({counters(fate.to)}), into "
-                             + ("its peer:" if other else "a peer outside what is watched"))
-                shown.add(fate.to)
-                if other:
-                    visit(other, depth + 3)
+            if fate.to in lab.interfaces and not fate.ends and fate.event in ("xdp_redirect", "xdp_devmap_xmit") \
+                    and fate.to not in targets and fate.to not in shown:
+                targets.append(fate.to)
+        aborted = sum(n for f, n in here if f.event == "xdp_exception")
+        freed = sum(n for f, n in here if f.event == "kfree_skb" and f.location.startswith(
+            ("do_xdp_generic", "veth_xdp_rcv_skb")))
+        if aborted and freed:
+            lines.append(f"{pad}  (the frames of xdp_exception and of the kfree_skb after it are the same ones: an "
+                         "aborted frame's skb is freed too)")
+        for to in targets:
+            other = peer(to)
+            lines.append(f"{pad}  out of {to} ({counters(to)}), into "
+                         + ("its peer:" if other else "a peer outside what is watched"))
+            shown.add(to)
+            if other:
+                visit(other, depth + 2)
 
     starts = list(dict.fromkeys(s.where for s in lab.sends))
     for start in starts:

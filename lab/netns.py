@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = "/run/netns"          # where `ip netns` looks
-SYSFS_DIR = "/run/xdplab/sysfs"      # one sysfs mount per lab namespace
+SYSFS_DIR = "/run/xdplab/sysfs"      # one sysfs mount per namespace and process: <ns name>@<pid>
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -59,6 +59,10 @@ def _thread_in(fd: int, action: str) -> Iterator[None]:
                 os._exit(70)
     finally:
         os.close(home)
+
+
+def sysfs_path(nsname: str, pid: int) -> str:
+    return os.path.join(SYSFS_DIR, f"{nsname}@{pid}")
 
 
 def _ensure_run_dir() -> None:
@@ -220,7 +224,7 @@ class Netns:
         """A sysfs mounted from inside this namespace: its /sys/class/net shows this
         namespace's devices (the root's /sys shows the root's)."""
         if self._sysfs is None:
-            path = os.path.join(SYSFS_DIR, self.name)
+            path = sysfs_path(self.name, os.getpid())    # per process: two commands at once do not collide
             os.makedirs(path, exist_ok=True)
             with self.entered():
                 _check(_libc.mount(b"sysfs", path.encode(), b"sysfs", 0, None),

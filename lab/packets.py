@@ -24,6 +24,10 @@ def _scapy() -> Any:
         from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import ARP, Dot1Q, Ether
         from scapy.packet import Raw
+        from scapy.config import conf
+        for layer in (UDP, TCP):        # ports as numbers in summaries, not /etc/services names
+            for name in ("sport", "dport"):
+                conf.noenum.add(next(f for f in layer.fields_desc if f.name == name))
         _layers = SimpleNamespace(Ether=Ether, Dot1Q=Dot1Q, ARP=ARP, IP=IP, IPOption=IPOption, UDP=UDP, TCP=TCP,
                                   ICMP=ICMP, IPv6=IPv6, Raw=Raw)
     return _layers

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import PreflightError
+from .errors import LabError, PreflightError
 from .features import redirect_readiness
 
 if TYPE_CHECKING:
@@ -45,9 +45,13 @@ def problems(lab: "Lab") -> list[str]:
                         continue
                     r = redirect_readiness(lab, target, mode)
                     if not r.ready:
-                        peer = lab.peer(target.key)
-                        out.append(f"{where} -> {r}: attach an XDP program to {peer.key} (xdp_pass), turn GRO on "
-                                   f"there (ethtool -K {peer.name} gro on), or attach in skb mode")
+                        try:
+                            peer = lab.peer(target.key)
+                            there, name = peer.key, peer.name
+                        except LabError:
+                            there, name = f"the peer of {target.key}", "PEER"
+                        out.append(f"{where} -> {r}: attach an XDP program to {there} (xdp_pass), turn GRO on "
+                                   f"there (ethtool -K {name} gro on), or attach in skb mode")
     return list(dict.fromkeys(out))
 
 

@@ -68,8 +68,11 @@ class Program:
         if source.is_dir():
             raise CompileError(f"load program {text}", f"{source} is a directory",
                                "give a bcc C source (.c) or a clang-built ELF object (.o)")
-        if not source.is_file():
+        if not source.exists():
             raise CompileError(f"load program {text}", f"{source} does not exist",
+                               "give the path of a bcc C source (.c) or a clang-built ELF object (.o; `make bpf`)")
+        if not source.is_file() or source.suffix not in (".c", ".o"):
+            raise CompileError(f"load program {text}", f"{source} is not a .c source or a .o object file",
                                "give the path of a bcc C source (.c) or a clang-built ELF object (.o; `make bpf`)")
         return cls(source, fn or function, (), "elf" if source.suffix == ".o" else "bcc")
 

@@ -130,6 +130,9 @@ def load(file: str | Path) -> LabSpec:
         where = f"[[program]] {i + 1}"
         _table(path, where, p, PROGRAM_KEYS, {"program", "attach"})
         attach = (p["attach"],) if isinstance(p["attach"], str) else tuple(p["attach"])
+        if len(set(map(str, attach))) != len(attach):
+            raise _fail(path, where, f"attach names an interface twice: {list(attach)}",
+                        "name each interface once (one program per interface and mode)")
         for key in attach:
             _typed(path, where, "attach item", key, str)
             try:

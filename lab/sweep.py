@@ -138,13 +138,37 @@ def leftovers() -> list[Leftover]:
 def remove(nsname: str) -> None:
     """Remove a recorded namespace: its sysfs view, its bind mount, its record. Deleting the
     namespace deletes its veths (and their peers) and with them their XDP attachments."""
-    for path in (os.path.join(SYSFS_DIR, nsname), os.path.join(NETNS_RUN_DIR, nsname)):
-        _libc.umount2(path.encode(), MNT_DETACH)
-    with contextlib.suppress(OSError):
-        os.rmdir(os.path.join(SYSFS_DIR, nsname))
+    for view in sysfs_views(nsname):
+        _unmount_dir(view)
+    _libc.umount2(os.path.join(NETNS_RUN_DIR, nsname).encode(), MNT_DETACH)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(NETNS_RUN_DIR, nsname))
     forget(nsname)
+
+
+def sysfs_views(nsname: str | None = None) -> list[str]:
+    """The sysfs views mounted for a namespace (all of them: None), by any process."""
+    try:
+        names = os.listdir(SYSFS_DIR)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(SYSFS_DIR, n) for n in names if nsname is None or n.rpartition("@")[0] == nsname]
+
+
+def _unmount_dir(path: str) -> None:
+    _libc.umount2(path.encode(), MNT_DETACH)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def stale_sysfs_views() -> list[str]:
+    """Sysfs views whose process is gone (a killed `lab why` or `status` leaves one)."""
+    out = []
+    for view in sysfs_views():
+        pid = view.rpartition("@")[2]
+        if not pid.isdigit() or starttime(int(pid)) is None or zombie(int(pid)):
+            out.append(view)
+    return out
 
 
 def sweep(include_live: bool = False, labs_up: list[str] | None = None) -> list[Leftover]:
@@ -155,6 +179,8 @@ def sweep(include_live: bool = False, labs_up: list[str] | None = None) -> list[
         labs_up = running()
     for directory in stale_pin_dirs(labs_up):
         remove_pins(directory)
+    for view in stale_sysfs_views():
+        _unmount_dir(view)
     with contextlib.suppress(OSError):
         os.rmdir(PIN_ROOT)
     removed = []

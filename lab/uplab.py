@@ -19,7 +19,7 @@ from . import bpfsys, sweep, xdp
 from .btf import Btf
 from .built import Interface, Lab, build
 from .counters import read
-from .errors import LabError
+from .errors import LabError, TopologyError
 from .maps import MapView, decode, hexbytes
 from .names import UpNames
 from .netns import NETNS_RUN_DIR, Netns
@@ -143,8 +143,14 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     from .trace import new_tag
 
     spec: LabSpec = load(file)
-    labname = name or spec.name
-    names = UpNames(labname)        # checks the name
+    labname = spec.name if name is None else name
+    try:
+        if labname in (".", ".."):
+            raise TopologyError("", "", "")
+        names = UpNames(labname)
+    except TopologyError:
+        raise TopologyError(f"name lab {labname!r}", "a lab name is 1-32 letters, digits, '-', '_' or '.' (not "
+                            "'.' or '..')", "give another --name (or `name =` in the lab file)") from None
     pid = os.getpid()
     state: dict[str, Any] = {
         "name": labname, "phase": "building", "pid": pid, "start": sweep.starttime(pid),

@@ -120,7 +120,7 @@ def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
                                                     "IPv4 address"),
     (["send", "net1/veth1", "--to", "1.1.1.1", "--port", "70000"], "python -m lab send: argument --port: port "
                                                                    "70000 is not between 1 and 65535"),
-    (["send", "net1/veth1", "--count", "-1"], "python -m lab send: argument --count: -1 is not a count of 1 or more"),
+    (["send", "net1/veth1", "--count", "-1"], "python -m lab send: argument --count: -1 is not a count from 1 to 1,000,000,000"),
     (["capture", "net2/veth3", "--timeout", "nan"], "python -m lab capture: argument --timeout: nan is not a "
                                                     "positive number of seconds"),
     (["repro", "generic-redirect", "--frames", "x"], "python -m lab repro: argument --frames: count 'x' is not a "

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from lab import host
+from lab import host, sweep
 from lab.l2fwd.seed import ROUTED, SEED_MAC
 from lab.netns import Netns
 from lab.packets import udp_frame
@@ -93,12 +93,45 @@ def test_status_of_a_hand_built_namespace_shows_program_preflight_and_maps(hand_
     assert r.returncode == 0, r.stderr
     assert f"{hand_built}/veth0  ifindex " in r.stdout and "  xdp id " in r.stdout   # native, as ip link says
     assert f"program xdp_l2fwd (adopted from {hand_built}/veth0) on {hand_built}/veth0 (drv, id " in r.stdout
-    assert "preflight: txport_map[" in r.stdout and "holds ifindex" in r.stdout, \
-        "veth2 is not among the interfaces looked at: the preflight says so"
-    r = lab("status", "--netns", hand_built)
-    assert f"-> {hand_built}/veth2 in drv mode: cannot receive" in r.stdout, r.stdout
-    assert f"attach an XDP program to {hand_built}/veth3 (xdp_pass)" in r.stdout
-    assert "l2fwd_map" in r.stdout and "dst_mac 00:00:11:22:33:44" in r.stdout, r.stdout
+    assert f"{hand_built}/veth2  ifindex" not in r.stdout, "--iface shows veth0 only"
+    for shown in (r.stdout, lab("status", "--netns", hand_built).stdout):   # veth2 named either way
+        assert f"-> {hand_built}/veth2 in drv mode: cannot receive" in shown, shown
+        assert f"attach an XDP program to {hand_built}/veth3 (xdp_pass)" in shown
+        assert "l2fwd_map" in shown and "dst_mac 00:00:11:22:33:44" in shown, shown
+    other = f"{hand_built}-far"           # veth3 in a namespace not looked at
+    ip("netns", "add", other)
+    try:
+        ip("-n", hand_built, "link", "set", "veth3", "netns", other)
+        r = lab("status", "--netns", hand_built)
+        assert r.returncode == 0, r.stderr
+        assert f"-> {hand_built}/veth2 in drv mode: cannot receive (XDP features [" in r.stdout and \
+            "lack ndo-xmit; its peer is outside the namespaces looked at)" in r.stdout, r.stdout
+        assert f"attach an XDP program to the peer of {hand_built}/veth2 (xdp_pass)" in r.stdout
+    finally:
+        subprocess.run(["ip", "netns", "delete", other], capture_output=True)
+
+
+def test_commands_at_once_on_one_namespace_and_a_killed_one_leave_no_mount(hand_built):
+    """Each process mounts its own view of the namespace's sysfs: six `status` at once all
+    answer; a SIGKILLed `why` leaves its view, which `clean` removes and nobody trips on."""
+    runs = [subproc.popen("-m", "lab", "status", "--netns", hand_built, env=subproc.child_env()) for _ in range(6)]
+    for p in runs:
+        out, _ = p.communicate(timeout=60)
+        assert p.returncode == 0, out
+    why = subproc.popen("-m", "lab", "why", "--netns", hand_built, "--watch", "30", env=subproc.child_env())
+    try:
+        assert why.stdout.readline().startswith("watching"), "why started"
+        deadline = time.monotonic() + 10
+        while not [v for v in sweep.sysfs_views(hand_built) if v.endswith(f"@{why.pid}")]:
+            assert time.monotonic() < deadline, "why mounted no sysfs view"
+            time.sleep(0.05)
+    finally:
+        why.kill()
+        why.wait()
+    assert [v for v in sweep.sysfs_views(hand_built) if v.endswith(f"@{why.pid}")], "a SIGKILLed why leaves its view"
+    assert lab("status", "--netns", hand_built).returncode == 0
+    assert lab("clean").returncode == 0
+    assert not [v for v in sweep.sysfs_views(hand_built) if v.endswith(f"@{why.pid}")], "clean removed it"
 
 
 def test_why_on_a_lab_that_is_up_follows_each_frame(tmp_path):
@@ -125,7 +158,7 @@ def test_why_on_a_lab_that_is_up_follows_each_frame(tmp_path):
     (["--netns", "no-such-ns"], "python -m lab why: open network namespace no-such-ns: no such namespace; use one of"),
     (["--netns", "x", "--from", "net1/veth1"], "python -m lab why: send frames into existing namespaces: `why "
                                                "--netns` only watches"),
-    (["--count", "0", "--from", "net1/veth1"], "python -m lab why: argument --count: 0 is not a count of 1 or more"),
+    (["--count", "0", "--from", "net1/veth1"], "python -m lab why: argument --count: 0 is not a count from 1 to 1,000,000,000"),
     (["--iface", "veth0"], "python -m lab why: watch interfaces: --iface needs --netns"),
 ])
 def test_why_refuses_bad_input_with_a_fix(args, message):
