@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from .netns import MNT_DETACH, NETNS_RUN_DIR, SYSFS_DIR
@@ -55,6 +56,18 @@ def pin_dir() -> str:
 def set_pin_owner(owner: str) -> None:
     """Pin under PIN_ROOT/<owner> from now on (`lab up`: "up-<lab>")."""
     _pin_owner[:] = [owner]
+
+
+@contextlib.contextmanager
+def pinning_as(owner: str) -> Iterator[None]:
+    """Pin under PIN_ROOT/<owner> inside the block, as this process's own owner after it (a
+    `lab up` run in-process, by a test, must not move the rest of the process's pins)."""
+    saved = list(_pin_owner)
+    set_pin_owner(owner)
+    try:
+        yield
+    finally:
+        _pin_owner[:] = saved
 
 
 def remove_pins(directory: str) -> None:

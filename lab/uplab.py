@@ -168,50 +168,50 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
         state_path(labname).unlink()
         raise
     killpoints.reached("up built")
-    sweep.set_pin_owner(f"up-{labname}")
-    made: list[programs.XdpProgram] = []
-    undo: list[Callable[[], None]] = []
-    try:
-        for p in spec.programs:
-            _say(progress, f"loading {p.program} ({p.program.kind})")
-            prog = programs.XdpProgram(p.program, use=made[0].use if made and
-                                       made[0].program.object_key == p.program.object_key else None)
-            made.append(prog)
-            for key in p.attach:
-                where = lab.iface(key)
-                undo.append(set_up_peers(lab, where, p.peers))
-                _say(progress, f"attaching to {key} in {p.mode} mode")
-                att = prog.attach(where, p.mode)
-                killpoints.reached("up attached")
-                state["programs"].append({"program": str(p.program), "attach": key, "mode": p.mode,
-                                          "peers": p.peers, "prog_id": att.prog_id})
-        for e in spec.entries:
-            owner = next((m for m in made if e.map in m.maps), None)
-            if owner is None:
-                raise LabError(f"write an entry of map {e.map}", "no program of the lab has that map",
-                               f"use one of {sorted({n for m in made for n in m.maps})}")
-            owner.map(e.map).put(_resolve(lab, e.key), _resolve(lab, e.value))
-        for m in made:
-            if "trace_tag" in m.maps and state["trace_tag"] is None:
-                state["trace_tag"] = new_tag(labname)
-                m.map("trace_tag").put(0, state["trace_tag"])
-        for problem in preflight.problems(lab):
-            _say(progress, f"warning: frames would vanish: {problem}")
-        killpoints.reached("up programmed")
-        _write_state({**state, "phase": "up", "pid": None, "start": None})
-    except BaseException:
-        for m in reversed(made):
-            m.close()
-        while undo:
-            undo.pop()()
-        programs.close_objects()
-        lab.close()
-        sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
-        state_path(labname).unlink()
-        raise
-    programs.close_objects(unpin=False)       # the attachments keep programs and maps; pins stay for `down`
-    for ns in lab.namespaces.values():      # let go of this process's handles; the lab stays
-        ns.release()
+    with sweep.pinning_as(f"up-{labname}"):     # the lab's pins, until `down`
+        made: list[programs.XdpProgram] = []
+        undo: list[Callable[[], None]] = []
+        try:
+            for p in spec.programs:
+                _say(progress, f"loading {p.program} ({p.program.kind})")
+                prog = programs.XdpProgram(p.program, use=made[0].use if made and
+                                           made[0].program.object_key == p.program.object_key else None)
+                made.append(prog)
+                for key in p.attach:
+                    where = lab.iface(key)
+                    undo.append(set_up_peers(lab, where, p.peers))
+                    _say(progress, f"attaching to {key} in {p.mode} mode")
+                    att = prog.attach(where, p.mode)
+                    killpoints.reached("up attached")
+                    state["programs"].append({"program": str(p.program), "attach": key, "mode": p.mode,
+                                              "peers": p.peers, "prog_id": att.prog_id})
+            for e in spec.entries:
+                owner = next((m for m in made if e.map in m.maps), None)
+                if owner is None:
+                    raise LabError(f"write an entry of map {e.map}", "no program of the lab has that map",
+                                   f"use one of {sorted({n for m in made for n in m.maps})}")
+                owner.map(e.map).put(_resolve(lab, e.key), _resolve(lab, e.value))
+            for m in made:
+                if "trace_tag" in m.maps and state["trace_tag"] is None:
+                    state["trace_tag"] = new_tag(labname)
+                    m.map("trace_tag").put(0, state["trace_tag"])
+            for problem in preflight.problems(lab):
+                _say(progress, f"warning: frames would vanish: {problem}")
+            killpoints.reached("up programmed")
+            _write_state({**state, "phase": "up", "pid": None, "start": None})
+        except BaseException:
+            for m in reversed(made):
+                m.close()
+            while undo:
+                undo.pop()()
+            programs.close_objects()
+            lab.close()
+            sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
+            state_path(labname).unlink()
+            raise
+        programs.close_objects(unpin=False)       # the attachments keep programs and maps; pins stay for `down`
+        for ns in lab.namespaces.values():      # let go of this process's handles; the lab stays
+            ns.release()
     return {**state, "phase": "up", "pid": None, "start": None}
 
 
