@@ -111,19 +111,3 @@ def redirect_readiness(lab: "Lab", target: "Interface", mode: str) -> Readiness:
     ok = (peer_xdp is not None and peer_xdp.mode is not None) or peer_gro
     return Readiness(target.key, mode, ok, f"the kernel reports no XDP features; {state}")
 
-
-def kernel_has_function(name: str) -> bool:
-    """Is `name` a function of the running kernel (/proc/kallsyms)? A probe for behaviour
-    that arrived with a function, not with a version number."""
-    try:
-        with open("/proc/kallsyms") as f:
-            return any(line.split()[2] == name for line in f if line.rstrip().endswith(name))
-    except OSError:
-        return False
-
-
-def cpumap_runs_programs_on_skbs() -> bool:
-    """Does a cpumap entry's program see frames that generic (skb) XDP redirected into it?
-    Kernels with cpu_map_bpf_prog_run_skb (6.5+) run it on skbs; older ones (6.1) hand the
-    skbs to the stack without running it."""
-    return kernel_has_function("cpu_map_bpf_prog_run_skb")
