@@ -124,7 +124,8 @@ def _finding(result: dict[str, Any], test: str) -> str:
                 drops = [f"{iface} {c}" for iface, cs in f["moved"].items() for c in cs]
                 out.append("; ".join(drops) if drops else "no drop counter")
             if f.get("fates") is not None:     # what the kernel said: the events that end frames, and transmits
-                said = [f"{iface} {label} x{n}" for iface, labels in f["fates"].items() for label, n in labels.items()]
+                said = [f"{iface} {label} x{n}" for iface, labels in f["fates"].items() if isinstance(labels, dict)
+                        for label, n in labels.items()]
                 out.append("kernel: " + ("; ".join(said) if said else "nothing"))
             return "(" + " | ".join(out) + ")" if out else ""
     return ""

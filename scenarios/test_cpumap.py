@@ -101,9 +101,10 @@ def test_a_program_on_the_cpumap_entry_runs_first_on_that_cpu(lab, steer, xdp_mo
         return
     time.sleep(0.5)             # the kthread's work
     tap.poll()
-    said = (lab.fates() - fates).mapping()["fwd/veth0"]
+    everything = (lab.fates() - fates).mapping()
+    said = everything["fwd/veth0"]
     dropped = said.get(f"xdp_cpumap_kthread XDP_DROP on cpu {CPU}", 0)
-    lab_findings(dropped_by_entry_program=dropped, delivered=len(tap.received), fates=said)
+    lab_findings(dropped_by_entry_program=dropped, delivered=len(tap.received), fates=everything)
     assert said[f"xdp_cpumap_enqueue -> cpu {CPU}"] == said[f"xdp_cpumap_kthread on cpu {CPU}"] == N, said
     assert dropped + len(tap.received) == N, f"dropped by the program or delivered, each frame once: {said}"
     assert said.get("kfree_skb IP_INADDRERRORS", 0) == len(tap.received), said
