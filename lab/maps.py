@@ -185,6 +185,13 @@ def _is_iface(v: object) -> bool:
     return hasattr(v, "ifindex") and hasattr(v, "ns") and hasattr(v, "key")
 
 
+def _exact(raw: bytes | bytearray, size: int, where: str, holds: str, fix: str) -> bytes:
+    """Raw bytes given for a field or a whole key/value: exactly `size` of them."""
+    if len(raw) != size:
+        raise MapError(f"encode {where}", f"{len(raw)} bytes given, {holds}", fix)
+    return bytes(raw)
+
+
 def encode_field(f: Field, v: Any, where: str) -> bytes:
     """One field's bytes from a Python value: an int (as the C type expects, little-endian),
     an Interface (its ifindex), an IPv4 string for a 4-byte field (the 4 bytes in network
@@ -192,10 +199,7 @@ def encode_field(f: Field, v: Any, where: str) -> bytes:
     if _is_iface(v):
         v = v.ifindex
     if isinstance(v, (bytes, bytearray)):
-        if len(v) != f.size:
-            raise MapError(f"encode {where}", f"{len(v)} bytes given, {f.ctype} holds {f.size}",
-                           f"give exactly {f.size} bytes")
-        return bytes(v)
+        return _exact(v, f.size, where, f"{f.ctype} holds {f.size}", f"give exactly {f.size} bytes")
     if isinstance(v, str):
         if f.size == 4 and v.count(".") == 3:
             try:
@@ -237,10 +241,8 @@ def encode(layout: Layout, value: Any, where: str) -> bytes:
     """A key or value of `layout` from bytes, a scalar (see encode_field) or, for a struct,
     a dict by field name: {"outif": 3, "dst_mac": "00:00:11:22:33:44"}."""
     if isinstance(value, (bytes, bytearray)):
-        if len(value) != layout.size:
-            raise MapError(f"encode {where}", f"{len(value)} bytes given, {layout.describe()} has {layout.size}",
-                           f"give exactly {layout.size} bytes, or the fields by name")
-        return bytes(value)
+        return _exact(value, layout.size, where, f"{layout.describe()} has {layout.size}",
+                      f"give exactly {layout.size} bytes, or the fields by name")
     if isinstance(value, dict):
         names = [f.name for f in layout.fields]
         missing = [n for n in names if n not in value]
