@@ -136,6 +136,12 @@ def map_layouts(info: bpfsys.MapInfo, btf: Btf | None = None) -> tuple[Layout, L
 BTF_KIND_STRUCT = STRUCT
 
 
+def type_words(ptr: int, n: int) -> tuple[int, ...]:
+    """`n` u32 words of a struct btf_type (name_off, info, size/type) and what follows it,
+    at a pointer libbpf returned (btf__type_by_id)."""
+    return tuple(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint32 * n)).contents)
+
+
 @contextlib.contextmanager
 def vmlinux() -> Iterator[int]:
     """The running kernel's BTF (/sys/kernel/btf/vmlinux) loaded by libbpf, freed on exit;
@@ -161,6 +167,6 @@ def kernel_struct_size(name: str) -> int | None:
             tid = lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
             if tid <= 0:
                 return None
-            return int(ctypes.cast(lib.btf__type_by_id(btf, tid), ctypes.POINTER(ctypes.c_uint32 * 3)).contents[2])
+            return type_words(lib.btf__type_by_id(btf, tid), 3)[2]
     except OSError:
         return None

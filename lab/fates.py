@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
+from .btf import type_words
 from .errors import LabError
 
 if TYPE_CHECKING:
@@ -85,10 +86,6 @@ class FrameEvent:
 _RingCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
 
 
-def _btf_u32s(ptr: int, n: int) -> tuple[int, ...]:
-    return tuple(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_uint32 * n)).contents)
-
-
 class KernelEvents:
     """What this kernel can report: which tracepoints it has (with the arguments the lab
     reads), and the names of its skb drop reasons, from /sys/kernel/btf/vmlinux."""
@@ -119,8 +116,8 @@ class KernelEvents:
         eid = lib.btf__find_by_name_kind(btf, b"skb_drop_reason", BTF_KIND_ENUM)
         if eid > 0:
             t = lib.btf__type_by_id(btf, eid)
-            vlen = _btf_u32s(t, 3)[1] & 0xFFFF
-            members = _btf_u32s(t + 12, 2 * vlen)
+            vlen = type_words(t, 3)[1] & 0xFFFF
+            members = type_words(t + 12, 2 * vlen)
             for i in range(vlen):
                 name = (lib.btf__name_by_offset(btf, members[2 * i]) or b"").decode()
                 self.reasons[ctypes.c_int32(members[2 * i + 1]).value] = name.removeprefix("SKB_DROP_REASON_")
@@ -132,8 +129,8 @@ class KernelEvents:
         if tid <= 0:
             return None
         for _ in range(2):          # typedef -> pointer -> function prototype
-            tid = _btf_u32s(lib.btf__type_by_id(btf, tid), 3)[2]
-        info = _btf_u32s(lib.btf__type_by_id(btf, tid), 3)[1]
+            tid = type_words(lib.btf__type_by_id(btf, tid), 3)[2]
+        info = type_words(lib.btf__type_by_id(btf, tid), 3)[1]
         return (info & 0xFFFF) - 1 if (info >> 24) & 0x1F == BTF_KIND_FUNC_PROTO else None
 
     def reason(self, code: int) -> str:
