@@ -34,9 +34,9 @@ scenarios: setup          ## the main job: every scenario against the real kerne
 test: setup               ## everything: tests of lab/ itself and the scenarios
 	$(PYTEST) tests/ scenarios/
 
-kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 6.1 and 6.12
-	@scripts/bootstrap-kernels.sh 6.1 6.12
-	$(PY) -m lab kernels --kernel 6.1 --kernel 6.12
+kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 5.10, 6.1 and 6.12
+	@scripts/bootstrap-kernels.sh 5.10 6.1 6.12
+	$(PY) -m lab kernels --kernel 5.10 --kernel 6.1 --kernel 6.12
 
 kernels-ci: setup         ## CI's share of the matrix: the drop scenarios on 6.1
 	@scripts/bootstrap-kernels.sh 6.1

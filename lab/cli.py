@@ -48,6 +48,13 @@ def positive(text: str) -> int:
     return n
 
 
+def queue(text: str) -> int:
+    n = _int(text, "queue")
+    if not 0 <= n < 64:
+        raise argparse.ArgumentTypeError(f"queue {n} is not between 0 and 63")
+    return n
+
+
 def seconds(text: str) -> float:
     try:
         v = float(text)
@@ -298,13 +305,14 @@ def _send(args: argparse.Namespace) -> int:
             done = 0
             while done < args.count:
                 n = min(args.count - done, 100_000)
-                port.send(frame, count=n)
+                port.send(frame, count=n, queue=args.queue)
                 done += n
                 if args.count > 100_000:
                     _progress(f"sent {done} of {args.count}")
         finally:
             port.close()
-        print(f"sent {args.count} {args.kind} frame(s) of {len(bytes(frame))} bytes from {iface.key} "
+        on = f" on tx queue {args.queue}" if args.queue is not None else ""
+        print(f"sent {args.count} {args.kind} frame(s) of {len(bytes(frame))} bytes from {iface.key}{on} "
               f"({frame.summary()})")
     finally:
         lab.close()
@@ -397,7 +405,7 @@ def _clean(args: argparse.Namespace) -> int:
 
 def _kernels(args: argparse.Namespace) -> int:
     from . import kernels
-    return kernels.main(args.kernel or ["6.1", "6.12"], args.scenarios, not args.no_host, args.kvm)
+    return kernels.main(args.kernel or kernels.DEFAULT, args.scenarios, not args.no_host, args.kvm)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -486,6 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
     p.add_argument("--port", type=port, default=5678, help="UDP destination port")
     p.add_argument("--count", type=positive, default=1, help="how many (default 1)")
+    p.add_argument("--queue", type=queue, help="the transmit queue to send on (its veth peer receives on the same "
+                                               "queue in drv mode); default: where the flow hashes to")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_send)
     p = sub.add_parser("capture", help="show or save what an interface of the lab receives",
@@ -509,7 +519,7 @@ def main(argv: list[str] | None = None) -> int:
                               "--lab-forwarders=bcc")
     p.add_argument("scenarios", nargs="*", default=["scenarios/"],
                    help="pytest arguments, after -- when they start with - (default scenarios/)")
-    p.add_argument("--kernel", action="append", help="6.1, 6.12 or an installed version (repeat; default both)")
+    p.add_argument("--kernel", action="append", help="5.10, 6.1, 6.12 or an exact version (repeat; default all three)")
     p.add_argument("--no-host", action="store_true", help="skip the host kernel")
     p.add_argument("--kvm", choices=("auto", "on", "off"), default="auto", help="use KVM (auto: where it boots)")
     p.set_defaults(func=_kernels)

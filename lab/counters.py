@@ -36,16 +36,16 @@ def read(iface: "Interface") -> dict[str, int]:
 
 
 def veth_hop(mode: str, frames: int, total_bytes: int, sender: str = "net1/veth1", receiver: str = "fwd/veth0",
-             **extra: int) -> dict[str, dict[str, int]]:
+             queue: int = 0, **extra: int) -> dict[str, dict[str, int]]:
     """The exact counters of `frames` frames (`total_bytes` in all) going from `sender` to its
     veth peer `receiver`, where XDP runs in `mode` ("skb" or "drv"), plus `extra` receiver
     counters. In drv mode the receiver runs NAPI: its rx counters (and the sender's tx ones,
     which veth reports from the same per-queue stats) count skb->len after the Ethernet
-    header was pulled, 14 bytes less per frame, and ethtool shows its rx_queue_0_xdp_*."""
+    header was pulled, 14 bytes less per frame, and ethtool shows its rx_queue_<queue>_xdp_*."""
     wire = total_bytes - 14 * frames if mode == "drv" else total_bytes
     rx = {"rx_packets": frames, "rx_bytes": wire, **extra}
     if mode == "drv":
-        rx.update(rx_queue_0_xdp_packets=frames, rx_queue_0_xdp_bytes=wire)
+        rx.update({f"rx_queue_{queue}_xdp_packets": frames, f"rx_queue_{queue}_xdp_bytes": wire})
     return {sender: {"tx_packets": frames, "tx_bytes": wire}, receiver: rx}
 
 

@@ -1,6 +1,8 @@
 """Ports and captures: raw AF_PACKET sockets opened inside a namespace, used from the root.
 
-`Port.send()` puts frames on an interface as if a host behind it sent them. `Capture`
+`Port.send()` puts frames on an interface as if a host behind it sent them, on a transmit
+queue of your choice (`queue=N`: a veth hands the frame to its peer's receive queue N in
+drv mode). `Capture`
 sees what an interface *receives* (PACKET_IGNORE_OUTGOING), keeps every frame, counts its
 own kernel drops (PACKET_STATISTICS) and offers PTF-style checks: `expect`, `expect_none`,
 `expect_no_other`. A check that nothing arrived fails loudly if the capture itself dropped.
@@ -9,13 +11,14 @@ is put back from PACKET_AUXDATA.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import select
 import socket
 import struct
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
@@ -97,6 +100,49 @@ def _with_vlan_tag(raw: bytes, ancillary: list) -> bytes:
     return raw
 
 
+@contextlib.contextmanager
+def _on_tx_queue(iface: "Interface", queue: int) -> Iterator[None]:
+    """While inside, what this thread sends on `iface` leaves on transmit queue `queue`.
+
+    Transmit Packet Steering (XPS) picks the queue from the sending CPU: the thread is pinned
+    to one CPU and that CPU is mapped to `queue` alone, then both are put back. Works on any
+    kernel with CONFIG_XPS (Debian's have it) and any number of queues, whatever the cores."""
+    action = f"send on {iface.key} tx queue {queue}"
+    base = os.path.join(iface.ns.sysfs, "class/net", iface.name, "queues")
+    try:
+        queues = sorted(int(d[3:]) for d in os.listdir(base) if d.startswith("tx-"))
+    except OSError as e:
+        raise DataplaneError(action, f"read {base}: {e.strerror}", "check that the interface exists") from None
+    if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < len(queues):
+        raise DataplaneError(action, f"{iface.key} has {len(queues)} tx queue(s) (0-{len(queues) - 1})",
+                             f"give its end tx_queues={queue + 1 if isinstance(queue, int) and queue > 0 else 1} "
+                             "or more (queues=N sets both)")
+    if len(queues) == 1:
+        yield
+        return
+    cpus = os.sched_getaffinity(0)
+    cpu = min(cpus)
+    files = [os.path.join(base, f"tx-{q}", "xps_cpus") for q in queues]
+    try:
+        saved = [open(f).read().strip() for f in files]
+    except OSError as e:
+        raise DataplaneError(action, f"read {e.filename}: {e.strerror} (a kernel without CONFIG_XPS?)",
+                             "send without queue=; the frames then leave on the queue their flow hashes to") from None
+    try:
+        for q, f in zip(queues, files):
+            with open(f, "w") as out:
+                out.write(format(1 << cpu if q == queue else 0, "x"))
+        os.sched_setaffinity(0, {cpu})
+        try:
+            yield
+        finally:
+            os.sched_setaffinity(0, cpus)
+    finally:
+        for f, mask in zip(files, saved):
+            with contextlib.suppress(OSError), open(f, "w") as out:
+                out.write(mask)
+
+
 class Port:
     """Send frames onto an interface from inside its namespace."""
 
@@ -112,8 +158,9 @@ class Port:
             raise DataplaneError(f"open port on {iface.key}", e.strerror or str(e), errno=e.errno) from None
         self.sent = 0
 
-    def send(self, frame: Any, count: int = 1) -> None:
-        """Send `count` copies of `frame`, after the lab's preflight checks pass."""
+    def send(self, frame: Any, count: int = 1, queue: int | None = None) -> None:
+        """Send `count` copies of `frame`, after the lab's preflight checks pass; on transmit
+        queue `queue` if given (else where the frame's flow hashes to)."""
         self.iface.lab.before_traffic()
         raw = bytes(frame)
         if len(raw) < ETH_HLEN:
@@ -121,11 +168,13 @@ class Port:
                                  f"shorter than an Ethernet header ({ETH_HLEN} bytes): AF_PACKET refuses it (EINVAL)",
                                  "send 14 bytes or more; a runt never reaches XDP on a veth")
         started = time.monotonic_ns()
+        steer = _on_tx_queue(self.iface, queue) if queue is not None else contextlib.nullcontext()
         try:
-            if count == 1:
-                self.sock.send(raw)
-            else:
-                _send_copies(self.sock.fileno(), raw, count)
+            with steer:
+                if count == 1:
+                    self.sock.send(raw)
+                else:
+                    _send_copies(self.sock.fileno(), raw, count)
         except OSError as e:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e),
                                  "check that the interface is up and the frame is at most MTU + 14 bytes",

@@ -1,7 +1,7 @@
 """`python -m lab kernels`: the scenarios on the host kernel and inside VMs booted on Debian's
 kernels, one table of scenario x kernel.
 
-Each VM is virtme-ng (`vng`) booting /boot/vmlinuz-<version> over this machine's own root
+Each VM is virtme-ng (`vng`) booting a Debian kernel over this machine's own root
 file system (read-only, 9p), with a results folder shared read-write: the guest runs
 scripts/in-vm.sh, which runs pytest against the guest kernel and writes JUnit XML, the
 pytest output and the scenarios' findings (which counters moved) back. KVM is used where it
@@ -25,22 +25,32 @@ from typing import Any
 from .errors import LabError
 
 ROOT = Path(__file__).resolve().parent.parent
-SERIES = {"6.1": "6.1.0-*-amd64", "6.12": "6.12.*+deb12-amd64"}
+SERIES = {"5.10": "5.10.0-*-amd64", "6.1": "6.1.0-*-amd64", "6.12": "6.12.*+deb12-amd64"}
+DEFAULT = ["5.10", "6.1", "6.12"]
+UNPACKED = "/var/lib/xdplab-kernels"   # Debian 11's kernel, unpacked (not installed) by bootstrap-kernels.sh
 
 
-def find_kernel(series: str) -> str:
-    """The newest installed kernel of `series` ("6.1", "6.12", or an exact version)."""
+def _version_key(v: str) -> list[Any]:
+    return [(0, int(x)) if x.isdigit() else (1, x) for x in v.replace("+", ".").replace("-", ".").split(".")]
+
+
+def find_kernel(series: str) -> tuple[str, str]:
+    """The newest kernel of `series` ("5.10", "6.1", "6.12", or an exact version): (version,
+    image). Installed ones are /boot/vmlinuz-<version>; unpacked ones sit under UNPACKED with
+    their modules and headers beside them (virtme-ng finds the modules from the image's path)."""
     pattern = SERIES.get(series, series)
-    found = sorted((p.split("vmlinuz-", 1)[1] for p in glob.glob(f"/boot/vmlinuz-{pattern}")),
-                   key=lambda v: [int(x) if x.isdigit() else x for x in v.replace("+", ".").replace("-", ".").split(".")])
-    if not found:
-        raise LabError(f"find kernel {series}", f"no /boot/vmlinuz-{pattern}",
-                       f"install it: scripts/bootstrap-kernels.sh {series} (make kernels does)")
-    version = found[-1]
-    if not os.path.isdir(f"/lib/modules/{version}/build/include"):
-        raise LabError(f"use kernel {version}", "its headers are not installed (bcc needs them in the guest)",
-                       f"apt-get install linux-headers-{version}")
-    return version
+    images = {p.split("vmlinuz-", 1)[1]: p for p in
+              [*glob.glob(f"/boot/vmlinuz-{pattern}"), *glob.glob(f"{UNPACKED}/{pattern}/boot/vmlinuz-{pattern}")]}
+    if not images:
+        raise LabError(f"find kernel {series}", f"no /boot/vmlinuz-{pattern} nor {UNPACKED}/{pattern}",
+                       f"fetch it: scripts/bootstrap-kernels.sh {series} (make kernels does)")
+    version = max(images, key=_version_key)
+    image = images[version]
+    modules = f"{image.rsplit('/boot/', 1)[0]}/lib/modules/{version}"
+    if not os.path.isdir(f"{modules}/build/include"):
+        raise LabError(f"use kernel {version}", f"its headers are not in {modules}/build (bcc needs them in the guest)",
+                       f"fetch them: scripts/bootstrap-kernels.sh {series}")
+    return version, image
 
 
 def kvm_usable() -> bool:
@@ -48,13 +58,13 @@ def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and not os.path.exists("/sys/module/kvm_pvm")
 
 
-def run_vm(version: str, pytest_args: list[str], out: Path, kvm: bool) -> dict[str, Any]:
+def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: bool) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
         if stale.is_file():
             stale.unlink()
     script = " ".join(shlex.quote(a) for a in [str(ROOT / "scripts" / "in-vm.sh"), str(out), *pytest_args])
-    cmd = ["vng", "--run", f"/boot/vmlinuz-{version}", "--user", "root", "--force-9p", "--memory", "3G",
+    cmd = ["vng", "--run", image, "--user", "root", "--force-9p", "--memory", "3G",
            "--cpus", "2", "--rwdir", str(out), *([] if kvm else ["--disable-kvm"]), "--exec", script]
     env = dict(os.environ, PATH=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     t = time.monotonic()
@@ -139,10 +149,10 @@ def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str) -> in
         print(f"  host kernel {platform.release()}: pytest {' '.join(pytest_args)}", file=sys.stderr, flush=True)
         results.append(run_host(pytest_args, out_root / "host"))
     for series in kernels:
-        version = find_kernel(series)
+        version, image = find_kernel(series)
         print(f"  VM on {version} ({'KVM' if use_kvm else 'software emulation'}): pytest {' '.join(pytest_args)}",
               file=sys.stderr, flush=True)
-        results.append(run_vm(version, pytest_args, out_root / version, use_kvm))
+        results.append(run_vm(version, image, pytest_args, out_root / version, use_kvm))
     (out_root / "matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     (out_root / "matrix.txt").write_text(text + "\n")

@@ -11,7 +11,10 @@
   l2fwd_map: 192.168.0.1 -> veth2 (what the frames would take without AF_XDP)
 
 veth1 has one tx queue, so every frame arrives on veth0's rx queue 0; veth0 has a second
-rx queue so that a socket can be bound to the wrong one. Checked on Linux 6.18: frames
+rx queue so that a socket can be bound to the wrong one. The last test gives both ends four
+queues and sends on chosen tx queues: a socket on queue 1 is fed by tx queue 1 in drv mode
+but by tx queue 2 in skb mode, where the program sees the queue below the one a frame was
+sent on (see test_queues.py); tx queue 1's frames are then forwarded by l2fwd instead. Checked on Linux 6.18: frames
 redirected to a socket bound to another queue vanish (the socket refuses them); in skb
 mode no counter at all says so, in drv mode veth0's rx_dropped and rx_queue_0_drops do.
 The kernel's tracepoints say it in both: xdp_redirect_err EINVAL via xsks_map[0] (and in
@@ -33,6 +36,8 @@ from lab.topology import Topology, Veth
 N = 64
 TWO_QUEUES = Topology((Veth(SEED.veths[0].a, replace(SEED.veths[0].b, rx_queues=2)), SEED.veths[1]),
                       name="seed-two-queues")
+FOUR_QUEUES = Topology((Veth(replace(SEED.veths[0].a, queues=4), replace(SEED.veths[0].b, queues=4)), SEED.veths[1]),
+                       name="seed-four-queues")
 
 
 @pytest.fixture
@@ -136,3 +141,28 @@ def test_closing_the_socket_releases_it(lab, routed):
     tap.expect(frame, count=N)
     assert routed.verdicts()["pass"] == N, "no socket in xsks_map[0] any more: bpf_redirect_map passes"
     xsk.close()     # idempotent
+
+
+@pytest.mark.parametrize("lab_topology", [FOUR_QUEUES], ids=["4-queues"])
+def test_which_sender_queue_feeds_a_socket_on_queue_1_depends_on_the_mode(lab, routed, xdp_mode):
+    """qidconf_map[1] = 1 and the socket (bound to queue 1) in xsks_map[1]. drv: frames sent
+    on veth1's tx queue 1 reach the socket, tx queue 2's are forwarded to net2. skb: the
+    other way round, since generic XDP shows tx queue q's frames as rx_queue_index q-1."""
+    xsk = open_xsk(lab, 1)
+    steer(routed, 1, xsk)
+    frame = bytes(seed_frame(lab))
+    rewritten = bytes.fromhex(SEED_MAC.replace(":", "")) + frame[6:]
+    egress = lab.capture("net2/veth3")
+    to_socket, forwarded = (1, 2) if xdp_mode == "drv" else (2, 1)
+
+    before = lab.snapshot()
+    lab.port("net1/veth1").send(frame, count=N, queue=to_socket)
+    assert xsk.receive(N) == [frame] * N, f"tx queue {to_socket}'s frames reach the socket on queue 1 ({xdp_mode})"
+    redirect = {f"rx_queue_{to_socket}_xdp_redirect": N} if xdp_mode == "drv" else {}
+    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame), queue=to_socket, **redirect))
+    egress.expect_none()
+
+    lab.port("net1/veth1").send(frame, count=N, queue=forwarded)
+    egress.expect(rewritten, count=N)
+    assert xsk.receive(1, timeout=0.2) == [], f"tx queue {forwarded}'s frames are forwarded, not given to the socket"
+    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": 2 * N, "malformed": 0}

@@ -61,6 +61,10 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
         time.sleep(1.0)         # both readers open before the frames: a person starts them first too
         r = lab("send", "net1/veth1", "--lab", name, "--to", "192.168.0.1", "--count", "3")
         assert r.returncode == 0 and "sent 3 udp frame(s) of 56 bytes from net1/veth1" in r.stdout, r.stderr
+        r = lab("send", "net1/veth1", "--lab", name, "--to", "192.168.0.1", "--queue", "1")
+        assert r.returncode == 1 and r.stderr.strip().endswith(
+            "send on net1/veth1 tx queue 1: net1/veth1 has 1 tx queue(s) (0-0); give its end tx_queues=2 or more "
+            "(queues=N sets both)"), r.stderr
         out, _ = cap.communicate(timeout=30)
         assert "3 frame(s) received, 0 dropped by the capture" in out, out
         pcap = subprocess.run(["tcpdump", "-nn", "-e", "-r", str(tmp_path / "out.pcap")], capture_output=True,
@@ -120,6 +124,7 @@ def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
                                                     "IPv4 address"),
     (["send", "net1/veth1", "--to", "1.1.1.1", "--port", "70000"], "python -m lab send: argument --port: port "
                                                                    "70000 is not between 1 and 65535"),
+    (["send", "net1/veth1", "--queue", "64"], "python -m lab send: argument --queue: queue 64 is not between 0 and 63"),
     (["send", "net1/veth1", "--count", "-1"], "python -m lab send: argument --count: -1 is not a count from 1 to 1,000,000,000"),
     (["capture", "net2/veth3", "--timeout", "nan"], "python -m lab capture: argument --timeout: nan is not a "
                                                     "positive number of seconds"),

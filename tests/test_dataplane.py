@@ -1,12 +1,16 @@
 """Root tests of ports and captures on a real veth pair: claims, reports, drop accounting."""
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
 
+from lab.counters import assert_counters, veth_hop
+from lab.errors import DataplaneError
 from lab.fates import assert_fates, fates_before
 from lab.packets import Mask, udp_frame
+from lab.programs import PACKAGE_BPF, Program
 from lab.topology import End, Topology, Veth
 
 PAIR = Topology((Veth(End("a", "v0", "02:00:00:00:0a:00"), End("b", "v1", "02:00:00:00:0b:00")),), name="pair")
@@ -68,3 +72,28 @@ def test_capture_counts_its_own_drops_and_expect_none_shows_them(lab):
     # the kernel's word: b's stack drops every frame (the address is not b's), and the
     # capture's socket counted its own drops (no tracepoint fires for a tap's drop)
     assert_fates(fates, {"b/v1": {"kfree_skb IP_INADDRERRORS": 1000, "af_packet tp_drops": cap.drops}})
+
+
+
+QUEUED = Topology((Veth(End("a", "v0", "02:00:00:00:0a:00", queues=3), End("b", "v1", "02:00:00:00:0b:00", queues=3)),),
+                  name="queued")
+
+
+@pytest.mark.parametrize("lab_topology", [QUEUED], ids=["3-queues"])
+def test_send_on_a_queue_steers_every_frame_and_puts_xps_and_affinity_back(lab, xdp_program):
+    """A native program on v1 makes it receive through NAPI, which counts per queue."""
+    v0, v1 = lab.iface("a/v0"), lab.iface("b/v1")
+    xdp_program(Program(PACKAGE_BPF / "queues.bpf.o", "xdp_queue")).attach(v1, "drv")
+    xps = [os.path.join(v0.ns.sysfs, "class/net/v0/queues", f"tx-{q}", "xps_cpus") for q in range(3)]
+    masks, cpus = [open(f).read() for f in xps], os.sched_getaffinity(0)
+    port, raw = lab.port("a/v0"), bytes(frame())
+    for queue, count in ((2, 7), (0, 5), (1, 3)):
+        before = lab.snapshot()
+        port.send(raw, count=count, queue=queue)
+        assert_counters(before, veth_hop("drv", count, count * len(raw), "a/v0", "b/v1", queue=queue))
+        assert [open(f).read() for f in xps] == masks and os.sched_getaffinity(0) == cpus
+    with pytest.raises(DataplaneError) as e:
+        port.send(raw, queue=3)
+    assert str(e.value) == ("send on a/v0 tx queue 3: a/v0 has 3 tx queue(s) (0-2); "
+                            "give its end tx_queues=4 or more (queues=N sets both)")
+    assert [open(f).read() for f in xps] == masks and os.sched_getaffinity(0) == cpus
