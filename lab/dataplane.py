@@ -88,16 +88,16 @@ def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
             f.write(raw)
 
 
-def _with_vlan_tag(raw: bytes, ancillary: list) -> bytes:
-    """The frame as it arrived: the kernel strips the outer VLAN tag before taps see a frame
-    and hands it over as PACKET_AUXDATA; put it back where it was."""
+def _with_vlan_tag(raw: bytes, ancillary: list) -> tuple[bytes, bool]:
+    """The frame as it arrived, and whether its tag was put back: the kernel strips the outer
+    VLAN tag before taps see a frame and hands it over as PACKET_AUXDATA."""
     for level, kind, data in ancillary:
         if level == SOL_PACKET and kind == PACKET_AUXDATA and len(data) >= 20:
             status, _len, _snap, _mac, _net, tci, tpid = struct.unpack_from("IIIHHHH", data)
             if status & TP_STATUS_VLAN_VALID:
                 tpid = tpid if status & TP_STATUS_VLAN_TPID_VALID else 0x8100
-                return raw[:12] + struct.pack("!HH", tpid, tci) + raw[12:]
-    return raw
+                return raw[:12] + struct.pack("!HH", tpid, tci) + raw[12:], True
+    return raw, False
 
 
 @contextlib.contextmanager
@@ -205,6 +205,7 @@ class Capture:
         self.received: list[bytes] = []     # every frame, in order of arrival
         self.times: list[float] = []        # when poll() read each of them (for the pcap)
         self.pending: list[bytes] = []      # frames no expect() has claimed yet
+        self.restored_tags = 0              # frames whose VLAN tag came in PACKET_AUXDATA, put back
         self._packets = self._drops = 0
 
     # reading -----------------------------------------------------------------------------
@@ -219,7 +220,8 @@ class Capture:
                 raw, anc, _flags, _addr = recvmsg(65536, AUX_SPACE)
             except BlockingIOError:
                 break
-            raw = _with_vlan_tag(raw, anc)
+            raw, restored = _with_vlan_tag(raw, anc)
+            self.restored_tags += restored
             self.received.append(raw)
             self.times.append(time.time())
             self.pending.append(raw)

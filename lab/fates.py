@@ -393,8 +393,14 @@ class Send:
 
     def matches(self, data: bytes, length: int) -> bool:
         """Is a dropped frame (its first bytes and full length) one of these? Compared from
-        the EtherType on: a MAC rewrite on the way does not hide a frame."""
-        return length == len(self.raw) and len(data) > 12 and self.raw[12:len(data)] == data[12:]
+        the EtherType on: a MAC rewrite on the way does not hide a frame, nor does the stack
+        taking a VLAN tag out of the bytes (skb_vlan_untag) before it dropped the frame."""
+        if len(data) <= 12:
+            return False
+        if length == len(self.raw) and self.raw[12:len(data)] == data[12:]:
+            return True
+        untagged = self.raw[:12] + self.raw[16:] if self.raw[12:14] in (b"\x81\x00", b"\x88\xa8") else b""
+        return length == len(untagged) and untagged[12:len(data)] == data[12:]
 
     def __str__(self) -> str:
         from .packets import summary
