@@ -169,6 +169,28 @@ def prog_info(fd: int) -> ProgInfo:
                     PROG_TYPES.get(info2.type, str(info2.type)), info2.run_cnt, info2.run_time_ns)
 
 
+def prog_xlated(fd: int) -> bytes:
+    """The program's instructions as the verifier left them (8 bytes each; what
+    `bpftool prog dump xlated` shows)."""
+    info = _ProgInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    buf = ctypes.create_string_buffer(info.xlated_prog_len)
+    info2 = _ProgInfo(xlated_prog_len=info.xlated_prog_len, xlated_prog_insns=ctypes.addressof(buf))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
+    return buf.raw[:info2.xlated_prog_len]
+
+
+def sets_return_value(insns: bytes, value: int) -> int | None:
+    """The index of the first instruction that moves the constant `value` into r0 (the
+    register a program returns), or None. A program that computes its verdict in another
+    register is not seen: this finds the plain `return XDP_TX;`."""
+    for i in range(0, len(insns) - 7, 8):
+        code, regs = insns[i], insns[i + 1]
+        if code in (0xB7, 0xB4) and regs & 0x0F == 0 and int.from_bytes(insns[i + 4:i + 8], "little", signed=True) == value:
+            return i // 8                # BPF_MOV | BPF_K, 64- or 32-bit, into r0
+    return None
+
+
 def prog_fd_by_id(prog_id: int) -> int:
     """An fd of the program with kernel id `prog_id` (close it when done)."""
     return _bpf(BPF_PROG_GET_FD_BY_ID, _IdAttr(prog_id, 0, 0))

@@ -1,19 +1,26 @@
 """Will these frames vanish? Checked before traffic, for every program attached in the lab.
 
 A cpumap an attached program uses must have an entry (a queue). Every entry of every
-interface-valued map (devmap, devmap_hash) that an attached program uses is a redirect target: it must be an interface of the lab, and able to receive frames
-redirected in the program's attach mode (lab.features.redirect_readiness). Kits add their
-own checks (l2fwd: every route's outif is in txport_map) through `Lab.checks`.
+interface-valued map (devmap, devmap_hash) that an attached program uses is a redirect
+target: it must be an interface of the lab, and able to receive frames redirected in the
+program's attach mode (lab.features.redirect_readiness). A program attached in drv mode
+to a veth that can return XDP_TX (it moves XDP_TX into r0) sends frames back into the
+veth's peer, which takes them only while it runs a native XDP program: GRO alone accepts
+them and never delivers them (see scenarios/test_xdp_tx.py). Kits add their own checks
+(l2fwd: every route's outif is in txport_map) through `Lab.checks`.
 """
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from . import bpfsys, ethtool, xdp
 from .errors import LabError, PreflightError
 from .features import redirect_readiness
 
+XDP_TX = 3
+
 if TYPE_CHECKING:
-    from .built import Lab
+    from .built import Interface, Lab
 
 
 def problems(lab: "Lab") -> list[str]:
@@ -22,6 +29,8 @@ def problems(lab: "Lab") -> list[str]:
     for prog in lab.programs:
         used = set(getattr(prog, "info").map_ids) if hasattr(prog, "info") else None
         for iface, mode, _ in prog.placements():
+            if mode == "drv":
+                out += _tx_back(lab, prog, iface)
             for m in prog.maps.values():
                 if used is not None and m.info.id not in used:
                     continue
@@ -53,6 +62,27 @@ def problems(lab: "Lab") -> list[str]:
                         out.append(f"{where} -> {r}: attach an XDP program to {there} (xdp_pass), turn GRO on "
                                    f"there (ethtool -K {name} gro on), or attach in skb mode")
     return list(dict.fromkeys(out))
+
+
+def _tx_back(lab: "Lab", prog: object, iface: "Interface") -> list[str]:
+    """XDP_TX out of `iface` in drv mode: its peer must run a native XDP program."""
+    fd = getattr(prog, "fd", None)
+    if fd is None:
+        return []
+    at = bpfsys.sets_return_value(bpfsys.prog_xlated(fd), XDP_TX)
+    if at is None:
+        return []
+    try:
+        peer = lab.peer(iface.key)
+    except LabError:                    # a peer outside the namespaces looked at: not checked
+        return []
+    state = xdp.query(peer)
+    if state.mode in ("drv", "multi"):
+        return []
+    gro = " and GRO on: it accepts the frames and never delivers them" if ethtool.gro(peer) else ""
+    return [f"{prog.name} (drv on {iface.key}) can return XDP_TX (r0 = 3 at instruction {at}): in drv mode the "  # type: ignore[attr-defined]
+            f"frames go back into {peer.key}, which has {state}{gro}; attach an XDP program to {peer.key} in drv "
+            f"mode (xdp_pass), or attach {prog.name} in skb mode"]  # type: ignore[attr-defined]
 
 
 def check(lab: "Lab") -> None:

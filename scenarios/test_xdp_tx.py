@@ -28,12 +28,14 @@ through the normal transmit path and needs nothing of the peer.
 """
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
 
 from lab import ethtool
 from lab.counters import assert_counters, merge, veth_hop
+from lab.errors import PreflightError
 from lab.fates import assert_fates, fates_before
 from lab.packets import udp_frame
 from lab.programs import PACKAGE_BPF, Program
@@ -100,3 +102,27 @@ def test_xdp_tx_bounces_frames_back_when_the_peer_can_take_them(lab, xdp_program
     back.expect_none()
     assert_counters(before, counters)
     assert_fates(fates, said)
+
+
+@pytest.mark.parametrize("peer", ["none", "gro", "pass"])
+def test_preflight_refuses_xdp_tx_into_a_peer_that_cannot_take_it(lab, xdp_program, peer):
+    """The lab reads the program's instructions (r0 = XDP_TX) and the peer's state before
+    traffic: drv mode with no native program on veth1 would lose every bounced frame."""
+    veth0, veth1 = lab.iface("fwd/veth0"), lab.iface("net1/veth1")
+    if peer == "pass":
+        xdp_program(TX_BACK.named("xdp_dummy")).attach(veth1, "drv")
+    elif peer == "gro":
+        ethtool.set_gro(veth1, True)
+        lab.on_close("turn GRO off on net1/veth1", lambda: ethtool.set_gro(veth1, False))
+    xdp_program(TX_BACK).attach(veth0, "drv")
+    frame = udp_frame(eth_src=veth1.mac, eth_dst=veth0.mac)
+    if peer == "pass":
+        lab.port("net1/veth1").send(frame)
+        return
+    with pytest.raises(PreflightError) as refused:
+        lab.port("net1/veth1").send(frame)
+    gro = " and GRO on: it accepts the frames and never delivers them" if peer == "gro" else ""
+    assert re.search(r"ring.bpf.o:xdp_tx_back \(drv on fwd/veth0\) can return XDP_TX \(r0 = 3 at instruction \d+\): "
+                     r"in drv mode the frames go back into net1/veth1, which has no xdp" + re.escape(gro) +
+                     r"; attach an XDP program to net1/veth1 in drv mode \(xdp_pass\), or attach "
+                     r"ring.bpf.o:xdp_tx_back in skb mode", str(refused.value)), str(refused.value)
