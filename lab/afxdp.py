@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import DataplaneError
+from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Interface
@@ -114,7 +115,7 @@ class XskSocket:
         frame's UMEM chunk goes back to the fill ring."""
         assert self.rx is not None and self.fill is not None and self.umem is not None
         out: list[bytes] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while len(out) < count:
             prod, cons = self.rx.get(self.rx.producer), self.rx.get(self.rx.consumer)
             if prod == cons:

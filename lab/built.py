@@ -275,7 +275,8 @@ def _static_neighbours(lab: Lab, v: Veth) -> None:
 def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
     """Wait until every interface is operationally up. Until linkwatch has run, a veth
     that was just set up has no active qdisc and silently drops what is sent on it."""
-    deadline = time.monotonic() + timeout
+    from .pace import scaled
+    deadline = time.monotonic() + scaled(timeout)
     pending = dict(lab.interfaces)
     while pending:
         for key, i in list(pending.items()):

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .ethtool import ethtool_stats
+from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
@@ -131,8 +132,8 @@ class Snapshot:
 
     def delta_until(self, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:
         """Counters since this snapshot, re-read until they equal `expected` or `timeout`
-        passes (counters of frames still in flight settle within microseconds)."""
-        deadline = time.monotonic() + timeout
+        passes (counters of frames still in flight settle within microseconds; x pace.slowdown())."""
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             d = self.again() - self
             if not d.mismatches(expected) or time.monotonic() > deadline:

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
+from .pace import scaled
 from .packets import Mask, as_mask, field_diff, hexdump, summary
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 1 << 4, 1 << 6
 AUX_SPACE = socket.CMSG_SPACE(20)       # struct tpacket_auxdata
 DEFAULT_TIMEOUT = 2.0        # how long to wait for frames that should arrive
 NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing arrives
+                             # (both x pace.slowdown(): longer on a slow machine)
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
 
 
@@ -262,7 +264,7 @@ class Capture:
         """Wait for `count` frames matching `expected` (a frame, bytes or a Mask) and claim them."""
         mask = as_mask(expected)
         got: list[bytes] = []
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + scaled(timeout)
         while True:
             keep = []
             for raw in self.pending:
@@ -281,7 +283,7 @@ class Capture:
 
     def expect_none(self, timeout: float = NEGATIVE_TIMEOUT) -> None:
         """Assert that no frame arrives within `timeout` (and none arrived unclaimed before)."""
-        self.poll(timeout)
+        self.poll(scaled(timeout))
         self.poll()
         if self.pending:
             raise AssertionError(self._report("expected no frame", None, self.pending))

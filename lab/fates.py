@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from . import bpfsys
 from .btf import type_words
 from .errors import LabError
+from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
@@ -656,7 +657,7 @@ def assert_fates(before: Fates | None, expected: Mapping[str, Mapping[str, int]]
         warnings.warn("fates not checked: the kernel's events are not recorded for this lab", stacklevel=2)
         return None
     lab = before.lab
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while True:
         d = lab.fates() - before
         bad = d.mismatches(expected)

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from . import host, names, preflight, programs, report, sweep
+from . import host, names, pace, preflight, programs, report, sweep
 from . import fates
 from .built import FATES, Lab, build
 from .dataplane import Port
@@ -74,6 +74,33 @@ def pytest_configure(config: pytest.Config) -> None:
                  "expect_drops: the test is about vanishing frames; the preflight check is off",
                  "lab_fates(level): record the kernel's frame events at this level (on, paths, off)"):
         config.addinivalue_line("markers", line)
+
+
+def pytest_report_header(config: pytest.Config) -> str | None:
+    factor = pace.slowdown()
+    if os.environ.get("XDPLAB_PACE_FILE"):          # the kernel matrix shows it per kernel
+        Path(os.environ["XDPLAB_PACE_FILE"]).write_text(f"{factor}\n")
+    if factor > 1:
+        return f"xdplab: this machine is {factor} x slower than the reference: time bounds x {factor}"
+    return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """pytest-timeout's per-test bound follows the machine's pace (lab/pace.py): a slow guest
+    must not fail a scenario that would pass given the time."""
+    factor = pace.slowdown()
+    if factor <= 1:
+        return
+    try:
+        default = float(config.getini("timeout") or 0)
+    except (ValueError, KeyError):
+        default = 0.0
+    for item in items:
+        marker = item.get_closest_marker("timeout")
+        seconds = float(marker.args[0]) if marker is not None and marker.args else default
+        if seconds > 0:
+            item.add_marker(pytest.mark.timeout(seconds * factor), append=False)
 
 
 def _is_controller(config: pytest.Config) -> bool:

@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from lab.pace import scaled
 from lab.packets import udp_frame
 
 ROUTES = {"192.168.0.1": "00:00:11:22:33:44", "192.168.0.2": "02:00:00:00:0f:02"}
@@ -101,7 +102,7 @@ def fuzz_lab(lab, l2fwd):
 
 
 def wait_for(capture, frame: bytes, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while frame not in capture.pending:
         assert time.monotonic() < deadline, f"marker frame never reached {capture.iface.key}"
         capture.poll(0.01)

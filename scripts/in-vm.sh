@@ -10,7 +10,7 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /run/netns /run/xdplab
 uname -r > "$out/kernel"
-export XDPLAB_FINDINGS="$out/findings.jsonl" PYTHONDONTWRITEBYTECODE=1
+export XDPLAB_FINDINGS="$out/findings.jsonl" XDPLAB_PACE_FILE="$out/slowdown" PYTHONDONTWRITEBYTECODE=1
 timeout 3000 .venv/bin/python -m pytest -q -p no:cacheprovider --junitxml="$out/junit.xml" \
     --lab-artifacts="$out/artifacts" "$@" > "$out/pytest.txt" 2>&1
 echo $? > "$out/rc"

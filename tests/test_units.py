@@ -188,3 +188,60 @@ def test_layout_check_names_the_fields_whose_offsets_differ():
                                        r"\(4 bytes\); field pad at offset 6 \(2 bytes\), the map's dst_mac at offset "
                                        r"4 \(6 bytes\); field outif @8 has no counterpart"):
         FWD.check(swapped, "l2fwd_map value")
+
+
+# pace: time bounds follow the machine's speed ---------------------------------------------
+def test_time_bounds_follow_the_measured_slowdown(monkeypatch):
+    from lab import pace, plugin
+    monkeypatch.setattr(pace, "_measured", None)
+    monkeypatch.setenv("XDPLAB_SLOWDOWN", "4")
+    assert pace.slowdown() == 4.0 and pace.scaled(2.0) == 8.0
+
+    class Item:                       # what pytest_collection_modifyitems touches of an item
+        def __init__(self, timeout=None):
+            self.markers = [pytest.mark.timeout(timeout).mark] if timeout else []
+
+        def get_closest_marker(self, name):
+            return next((m for m in self.markers if m.name == name), None)
+
+        def add_marker(self, marker, append=True):
+            self.markers.insert(len(self.markers) if append else 0, marker.mark)
+
+    class Config:
+        def getini(self, name):
+            assert name == "timeout"
+            return "120"
+
+    plain, marked = Item(), Item(900)
+    plugin.pytest_collection_modifyitems(Config(), [plain, marked])
+    assert plain.get_closest_marker("timeout").args == (480.0,)
+    assert marked.get_closest_marker("timeout").args == (3600.0,)
+
+    monkeypatch.setattr(pace, "_measured", None)
+    monkeypatch.setenv("XDPLAB_SLOWDOWN", "1.5")
+    assert pace.slowdown() == 1.5
+    monkeypatch.setattr(pace, "_measured", None)
+    monkeypatch.delenv("XDPLAB_SLOWDOWN")
+    assert pace.slowdown() == 1.0, "this machine is the reference kind: bounds stay as written"
+
+
+def test_the_kernel_matrix_finds_an_unpacked_kernel_and_shows_wall_time_and_slowdown(tmp_path, monkeypatch):
+    from lab import kernels
+    monkeypatch.setattr(kernels, "UNPACKED", str(tmp_path))
+    version = "5.10.0-99-amd64"
+    image = tmp_path / version / "boot" / f"vmlinuz-{version}"
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b"")
+    with pytest.raises(LabError, match=rf"use kernel {version}: its headers are not in .*/lib/modules/{version}/build "
+                                       r".*; fetch them: scripts/bootstrap-kernels.sh 5.10"):
+        kernels.find_kernel("5.10")
+    (tmp_path / version / "lib" / "modules" / version / "build" / "include").mkdir(parents=True)
+    assert kernels.find_kernel("5.10") == (version, str(image))
+    with pytest.raises(LabError, match=r"find kernel 4.19: no /boot/vmlinuz-4.19 nor .*; fetch it"):
+        kernels.find_kernel("4.19")
+    text = kernels.table([{"kernel": version, "seconds": 812.5, "slowdown": 9.5, "tests": {"t.py::a": "passed"},
+                           "findings": {}},
+                          {"kernel": "6.18", "seconds": 30.0, "tests": {"t.py::a": "failed"}, "findings": {}}])
+    lines = text.splitlines()
+    assert lines[1].split() == ["(wall", "time,", "slowdown)", "812.5", "s,", "x9.5", "30.0", "s,", "x?"]
+    assert lines[3].split() == ["t.py::a", "passed", "failed"]
