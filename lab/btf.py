@@ -10,6 +10,7 @@ import contextlib
 import ctypes
 import struct
 from collections.abc import Iterator
+from typing import Any
 from dataclasses import dataclass
 
 from . import bpfsys
@@ -156,6 +157,35 @@ def vmlinux() -> Iterator[int]:
         yield btf
     finally:
         lib.btf__free(btf)
+
+
+def enum_members(lib: Any, btf: int, name: str) -> dict[str, int] | None:
+    """The members of `enum name` in a BTF libbpf loaded: {member: value} (None: no such enum)."""
+    eid = lib.btf__find_by_name_kind(btf, name.encode(), ENUM)
+    if eid <= 0:
+        return None
+    t = lib.btf__type_by_id(btf, eid)
+    vlen = type_words(t, 3)[1] & 0xFFFF
+    words = type_words(t + 12, 2 * vlen)
+    return {(lib.btf__name_by_offset(btf, words[2 * i]) or b"").decode(): ctypes.c_int32(words[2 * i + 1]).value
+            for i in range(vlen)}
+
+
+def kernel_enum(name: str) -> dict[str, int] | None:
+    """The members of the running kernel's `enum name`, from its BTF (None: unknown)."""
+    from .elf import libbpf
+    try:
+        with vmlinux() as btf:
+            return enum_members(libbpf(), btf, name)
+    except OSError:
+        return None
+
+
+def kernel_helper(name: str) -> bool | None:
+    """Does the running kernel have BPF helper `name` (e.g. "xdp_get_buff_len")? From enum
+    bpf_func_id in its BTF; None where the kernel has no BTF."""
+    helpers = kernel_enum("bpf_func_id")
+    return None if helpers is None else f"BPF_FUNC_{name}" in helpers
 
 
 def kernel_struct_size(name: str) -> int | None:

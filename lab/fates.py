@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
-from .btf import type_words
+from .btf import FUNC_PROTO, TYPEDEF, enum_members, type_words
 from .errors import LabError
 from .pace import scaled
 
@@ -65,7 +65,6 @@ _KEY = struct.Struct("<IIIIiIIIIIQ")       # struct fate_key
 _VAL = struct.Struct("<QQQ")               # struct fate_val
 _FRAME = struct.Struct("<QQIIIIII")        # struct frame_event, before its bytes
 _DEV = struct.Struct("<II")
-BTF_KIND_ENUM, BTF_KIND_TYPEDEF, BTF_KIND_PTR, BTF_KIND_FUNC_PROTO = 6, 8, 2, 13
 
 
 class FatesError(LabError):
@@ -113,26 +112,19 @@ class KernelEvents:
                 self.reason_arg = n >= 3
             elif n < ARGS[name]:
                 self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS[name]})"
-        self.reasons: dict[int, str] = {}
-        eid = lib.btf__find_by_name_kind(btf, b"skb_drop_reason", BTF_KIND_ENUM)
-        if eid > 0:
-            t = lib.btf__type_by_id(btf, eid)
-            vlen = type_words(t, 3)[1] & 0xFFFF
-            members = type_words(t + 12, 2 * vlen)
-            for i in range(vlen):
-                name = (lib.btf__name_by_offset(btf, members[2 * i]) or b"").decode()
-                self.reasons[ctypes.c_int32(members[2 * i + 1]).value] = name.removeprefix("SKB_DROP_REASON_")
+        members = enum_members(lib, btf, "skb_drop_reason") or {}
+        self.reasons: dict[int, str] = {v: k.removeprefix("SKB_DROP_REASON_") for k, v in members.items()}
 
     @staticmethod
     def _arg_count(lib: Any, btf: int, tracepoint: str) -> int | None:
         """The arguments of a tracepoint (without the context), from btf_trace_<name>."""
-        tid = lib.btf__find_by_name_kind(btf, f"btf_trace_{tracepoint}".encode(), BTF_KIND_TYPEDEF)
+        tid = lib.btf__find_by_name_kind(btf, f"btf_trace_{tracepoint}".encode(), TYPEDEF)
         if tid <= 0:
             return None
         for _ in range(2):          # typedef -> pointer -> function prototype
             tid = type_words(lib.btf__type_by_id(btf, tid), 3)[2]
         info = type_words(lib.btf__type_by_id(btf, tid), 3)[1]
-        return (info & 0xFFFF) - 1 if (info >> 24) & 0x1F == BTF_KIND_FUNC_PROTO else None
+        return (info & 0xFFFF) - 1 if (info >> 24) & 0x1F == FUNC_PROTO else None
 
     def reason(self, code: int) -> str:
         if not self.reason_arg:
