@@ -74,6 +74,25 @@ def xdp_features(iface: "Interface") -> set[str] | None:
         sock.close()
 
 
+_gro_napi: bool | None = None
+
+
+def veth_gro_napi() -> bool:
+    """Does GRO on a veth turn on its NAPI, so that it takes redirected XDP frames without an
+    XDP program of its own (Linux 5.13, "veth: allow enabling NAPI even without XDP")? Probed
+    from the kernel's symbols: that change gave veth an ndo_set_features, veth_set_features,
+    which 5.10 lacks and 6.1, 6.12 and 6.18 have (veth is loaded once the lab made one)."""
+    global _gro_napi
+    if _gro_napi is None:
+        try:
+            with open("/proc/kallsyms") as f:
+                _gro_napi = any(line.rstrip().endswith(" veth_set_features") or " veth_set_features\t" in line
+                                for line in f)
+        except OSError:
+            _gro_napi = True          # unknown: assume a current kernel
+    return _gro_napi
+
+
 @dataclass(frozen=True)
 class Readiness:
     """Whether `target` can receive XDP-redirected frames in `mode`, and why."""
@@ -108,6 +127,10 @@ def redirect_readiness(lab: "Lab", target: "Interface", mode: str) -> Readiness:
         ok = "ndo-xmit" in features
         shown = ", ".join(sorted(features)) or "none"
         return Readiness(target.key, mode, ok, f"XDP features [{shown}]{'' if ok else ' lack ndo-xmit'}; {state}")
-    ok = (peer_xdp is not None and peer_xdp.mode is not None) or peer_gro
-    return Readiness(target.key, mode, ok, f"the kernel reports no XDP features; {state}")
+    if peer_xdp is not None and peer_xdp.mode is not None:
+        return Readiness(target.key, mode, True, f"the kernel reports no XDP features; {state}")
+    if peer_gro and not veth_gro_napi():
+        return Readiness(target.key, mode, False, f"the kernel reports no XDP features; {state}, and GRO does not "
+                         "turn on a veth's NAPI before Linux 5.13 (no veth_set_features in /proc/kallsyms)")
+    return Readiness(target.key, mode, peer_gro, f"the kernel reports no XDP features; {state}")
 

@@ -5,8 +5,8 @@ redirect keeps, per mode and per place the tag travels.
   ┌──────────────────────┐   ┌───────────────────────────────────┐   ┌──────────────┐
   │ veth1 [tc egress:    ├───┤ veth0 [xdp_vlan: count EtherType   │   │              │
   │  tc_vlan_push, VLAN   │   │  and length, PASS | redirect to    │   │              │
-  │  100, where the frame │   │  veth2]                      veth2 ├───┤ veth3 (GRO   │
-  │  is not tagged]       │   └───────────────────────────────────┘   │  on in drv)  │
+  │  100, where the frame │   │  veth2]                      veth2 ├───┤ veth3 (drv:  │
+  │  is not tagged]       │   └───────────────────────────────────┘   │  XDP_PASS)   │
   └──────────────────────┘                                            └──────────────┘
   N UDP frames for VLAN 100 from net1/veth1; nobody has VLAN 100, so each stack that gets
   them drops them (kfree_skb OTHERHOST: a tag for a VLAN it has no interface for).
@@ -44,7 +44,6 @@ import struct
 
 import pytest
 
-from lab import ethtool
 from lab.counters import assert_counters, merge, redirected, veth_hop
 from lab.fates import assert_fates, fates_before
 from lab.packets import udp_frame
@@ -55,6 +54,7 @@ N = 50
 VID = 100
 OBJECT = PACKAGE_BPF / "vlan.bpf.o"
 COUNT, REDIRECT = Program(OBJECT, "xdp_vlan"), Program(OBJECT, "xdp_vlan_redirect")
+PASS = Program(PACKAGE_BPF / "queues.bpf.o", "xdp_queue")     # counts per queue, passes: NAPI on veth3
 TOPOLOGY = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02"), End("fwd", "veth0", "02:00:00:00:01:01")),
                      Veth(End("fwd", "veth2", "02:00:00:00:02:01"), End("net2", "veth3", "02:00:00:00:02:02"))),
                     name="vlan")
@@ -124,9 +124,8 @@ def test_a_native_redirect_drops_an_offloaded_tag(lab, xdp_program, xdp_mode, ta
     program = xdp_program(REDIRECT)
     with veth0.ns.entered():        # a devmap's ifindex is resolved in the writer's namespace
         program.map("out").update(struct.pack("<I", 0), struct.pack("<I", veth2.ifindex))
-    if xdp_mode == "drv":           # a native redirect into veth2 needs NAPI on its peer
-        ethtool.set_gro(veth3, True)
-        lab.on_close("turn GRO off on net2/veth3", lambda: ethtool.set_gro(veth3, False))
+    if xdp_mode == "drv":           # a native redirect into veth2 needs NAPI on its peer: a native program
+        xdp_program(PASS).attach(veth3, "drv")
     program.attach(veth0, xdp_mode)
     out = lab.capture("net2/veth3")
     before, fates = lab.snapshot(), fates_before(lab)
