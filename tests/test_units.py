@@ -245,3 +245,19 @@ def test_the_kernel_matrix_finds_an_unpacked_kernel_and_shows_wall_time_and_slow
     lines = text.splitlines()
     assert lines[1].split() == ["(wall", "time,", "slowdown)", "812.5", "s,", "x9.5", "30.0", "s,", "x?"]
     assert lines[3].split() == ["t.py::a", "passed", "failed"]
+
+
+def test_fates_are_compared_in_what_this_kernel_can_say():
+    from lab.fates import NO_REASON, REASON, Fate, Fates
+    dropped = Fate(where="net2/veth3", event="kfree_skb", what=NO_REASON, to="", program="", via="", location="",
+                   ends=True)
+    old = Fates(counts={dropped: 30}, missing={"xdp_redirect_err": "not reported by this kernel: ...",
+                                                REASON: "not reported by this kernel: ..."})
+    expected = {"fwd/veth0": {"xdp_redirect_err EOPNOTSUPP -> fwd/veth2": 30},
+                "net2/veth3": {"kfree_skb OTHERHOST": 20, "kfree_skb NO_SOCKET": 10}}
+    assert old.as_this_kernel_says(expected) == {"net2/veth3": {f"kfree_skb {NO_REASON}": 30}}
+    assert old.mismatches(expected) == []
+    assert old.mismatches({"net2/veth3": {"kfree_skb OTHERHOST": 29}}) != [], "counts still exact"
+    new = Fates(counts={dropped: 30})
+    assert new.as_this_kernel_says(expected) == {k: dict(v) for k, v in expected.items()}
+    assert new.mismatches(expected) != []
