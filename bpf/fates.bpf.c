@@ -13,7 +13,8 @@
  * tell which of its frames died (a full ring buffer counts in `lost`, never silently).
  *
  * Struct layouts are the kernel's own, through CO-RE (libbpf relocates every field
- * offset from /sys/kernel/btf/vmlinux at load): one object serves 6.1 to 6.18.
+ * offset from /sys/kernel/btf/vmlinux at load): one object serves 5.10 to 6.18, with a second
+ * program where a tracepoint's arguments changed (lab/fates.py OLDER picks it by probing).
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -26,7 +27,7 @@ typedef struct { struct net *net; } __attribute__((preserve_access_index)) possi
 struct net_device { int ifindex; possible_net_t nd_net; } __attribute__((preserve_access_index));
 struct bpf_prog_aux { __u32 id; } __attribute__((preserve_access_index));
 struct bpf_prog { struct bpf_prog_aux *aux; } __attribute__((preserve_access_index));
-struct bpf_map { __u32 id; } __attribute__((preserve_access_index));
+struct bpf_map { __u32 id; __u32 map_type; } __attribute__((preserve_access_index));
 struct bpf_dtab_netdev { struct net_device *dev; } __attribute__((preserve_access_index));
 struct xdp_cpumap_stats { unsigned int redirect; unsigned int pass; unsigned int drop; }
     __attribute__((preserve_access_index));
@@ -203,6 +204,35 @@ int fate_xdp_redirect_err(unsigned long long *ctx)
 {
     redirect(REDIRECT_ERR, (const struct net_device *)ctx[0], (const struct bpf_prog *)ctx[1],
              (const void *)untyped_arg(ctx, 2), (int)ctx[3], (__u32)ctx[4], (__u32)ctx[5], (__u32)ctx[6]);
+    return 0;
+}
+
+/* The same on kernels before 5.13 (5.10): the tracepoints pass the map, not its type and id
+ * (dev, xdp, tgt, err, map, index); bpf_redirect() without a map passes NULL and the ifindex. */
+static __always_inline void redirect_map_ptr(__u32 kind, unsigned long long *ctx)
+{
+    const struct bpf_map *map = (const struct bpf_map *)untyped_arg(ctx, 4);
+    __u32 type = 0, id = INT_MAX_ID;
+
+    if (map) {
+        type = BPF_CORE_READ(map, map_type);
+        id = BPF_CORE_READ(map, id);
+    }
+    redirect(kind, (const struct net_device *)ctx[0], (const struct bpf_prog *)ctx[1],
+             (const void *)untyped_arg(ctx, 2), (int)ctx[3], type, id, (__u32)ctx[5]);
+}
+
+SEC("tp_btf/xdp_redirect")
+int fate_xdp_redirect_map_ptr(unsigned long long *ctx)
+{
+    redirect_map_ptr(REDIRECT, ctx);
+    return 0;
+}
+
+SEC("tp_btf/xdp_redirect_err")
+int fate_xdp_redirect_err_map_ptr(unsigned long long *ctx)
+{
+    redirect_map_ptr(REDIRECT_ERR, ctx);
     return 0;
 }
 

@@ -53,6 +53,10 @@ EVENTS = {1: ("xdp_exception", "fate_xdp_exception"), 2: ("xdp_redirect", "fate_
 # arguments each tracepoint must have (after the context) for the program to read them
 ARGS = {"xdp_exception": 3, "xdp_redirect": 7, "xdp_redirect_err": 7, "xdp_devmap_xmit": 5, "xdp_bulk_tx": 4,
         "xdp_cpumap_enqueue": 4, "xdp_cpumap_kthread": 5}
+# older forms the lab also reads: (arguments, program). Before 5.13 (e.g. 5.10) a redirect's
+# tracepoint passes the map itself, not its type and id; before 5.17 kfree_skb has no reason.
+OLDER = {"xdp_redirect": (6, "fate_xdp_redirect_map_ptr"), "xdp_redirect_err": (6, "fate_xdp_redirect_err_map_ptr"),
+         "kfree_skb": (2, "fate_kfree_skb_noreason")}
 CPUMAP = "cpumap"      # MapInfo.type of a cpumap (bpfsys names map types)
 CPUMAP_PROGRAM = {1: "XDP_PASS", 2: "XDP_DROP", 3: "XDP_REDIRECT"}   # xdp_cpumap_kthread's program stats
 XDP_ACTIONS = ("XDP_ABORTED", "XDP_DROP", "XDP_PASS", "XDP_TX", "XDP_REDIRECT")
@@ -105,15 +109,18 @@ class KernelEvents:
 
     def _read(self, lib: Any, btf: int) -> None:
         self.missing: dict[str, str] = {}
-        self.reason_arg = True
-        for name, _prog in EVENTS.values():
+        self.program: dict[str, str] = {}          # tracepoint -> the program that reads this kernel's form
+        for name, prog in EVENTS.values():
             n = self._arg_count(lib, btf, name)
             if n is None:
                 self.missing[name] = f"{NOT_REPORTED}: it has no tracepoint {name}"
-            elif name == "kfree_skb":
-                self.reason_arg = n >= 3
-            elif n < ARGS[name]:
-                self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS[name]})"
+            elif name in OLDER and n == OLDER[name][0]:
+                self.program[name] = OLDER[name][1]
+            elif n < ARGS.get(name, 3):
+                self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS.get(name, 3)})"
+            else:
+                self.program[name] = prog
+        self.reason_arg = self.program.get("kfree_skb") == "fate_kfree_skb"
         if not self.reason_arg:
             self.missing[REASON] = f"{NOT_REPORTED}: its kfree_skb tracepoint has no reason argument (5.17+)"
         members = enum_members(lib, btf, "skb_drop_reason") or {}
@@ -158,21 +165,15 @@ class Recorder:
             raise FatesError(f"open {path.name}", strerror(ctypes.get_errno()), "rebuild it: make bpf")
         self._obj: int | None = obj
         try:
-            skip = set(self.kernel.missing)
-            for tracepoint, prog_name in EVENTS.values():
-                if not lib.bpf_object__find_program_by_name(obj, prog_name.encode()):
-                    skip.add(tracepoint)
-                    self.kernel.missing.setdefault(tracepoint, f"not recorded: {path.name} has no {prog_name}")
-                    continue
-                use = tracepoint not in skip
-                if tracepoint == "kfree_skb":
-                    lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(obj, b"fate_kfree_skb"),
-                                                  use and self.kernel.reason_arg)
-                    lib.bpf_program__set_autoload(
-                        lib.bpf_object__find_program_by_name(obj, b"fate_kfree_skb_noreason"),
-                        use and not self.kernel.reason_arg)
-                else:
-                    lib.bpf_program__set_autoload(lib.bpf_object__find_program_by_name(obj, prog_name.encode()), use)
+            chosen = {tp: prog for tp, prog in self.kernel.program.items()
+                      if lib.bpf_object__find_program_by_name(obj, prog.encode())}
+            for tp, prog in self.kernel.program.items():
+                if tp not in chosen:
+                    self.kernel.missing.setdefault(tp, f"not recorded: {path.name} has no {prog}")
+            for prog in {p for _, p in EVENTS.values()} | {p for _, p in OLDER.values()}:
+                handle = lib.bpf_object__find_program_by_name(obj, prog.encode())
+                if handle:
+                    lib.bpf_program__set_autoload(handle, prog in chosen.values())
             lib.bpf_map__set_max_entries(lib.bpf_object__find_map_by_name(obj, b"frames"), ring_bytes)
             with log:
                 err = -lib.bpf_object__load(obj)
@@ -184,9 +185,8 @@ class Recorder:
                                  "report it with the log above: the program must load on every kernel it reads"
                                  if refused else "the lab needs CAP_BPF and CAP_PERFMON (root) and BTF-typed "
                                  "tracepoints (kernel 5.5+)", errno=err if err < 4000 else None)
-            self._programs = {tp: lib.bpf_object__find_program_by_name(
-                obj, (p if tp != "kfree_skb" or self.kernel.reason_arg else "fate_kfree_skb_noreason").encode())
-                for tp, p in EVENTS.values() if tp not in skip}
+            self._programs = {tp: lib.bpf_object__find_program_by_name(obj, prog.encode())
+                              for tp, prog in chosen.items()}
             for tracepoint in self._programs:
                 if tracepoint != "xdp_redirect":         # every redirect: only while a lab follows paths
                     self._attach(tracepoint)
