@@ -74,23 +74,33 @@ def xdp_features(iface: "Interface") -> set[str] | None:
         sock.close()
 
 
-_gro_napi: bool | None = None
+_symbols: dict[str, bool] = {}
+
+
+def kernel_symbol(name: str) -> bool:
+    """Is `name` a function of the running kernel or of a loaded module (/proc/kallsyms)?
+    A probe for features that arrived with a function of their own; unknown counts as yes."""
+    if name not in _symbols:
+        try:
+            with open("/proc/kallsyms") as f:
+                _symbols[name] = any(line.split(maxsplit=3)[2:3] == [name] for line in f)
+        except OSError:
+            _symbols[name] = True
+    return _symbols[name]
 
 
 def veth_gro_napi() -> bool:
     """Does GRO on a veth turn on its NAPI, so that it takes redirected XDP frames without an
-    XDP program of its own (Linux 5.13, "veth: allow enabling NAPI even without XDP")? Probed
-    from the kernel's symbols: that change gave veth an ndo_set_features, veth_set_features,
-    which 5.10 lacks and 6.1, 6.12 and 6.18 have (veth is loaded once the lab made one)."""
-    global _gro_napi
-    if _gro_napi is None:
-        try:
-            with open("/proc/kallsyms") as f:
-                _gro_napi = any(line.rstrip().endswith(" veth_set_features") or " veth_set_features\t" in line
-                                for line in f)
-        except OSError:
-            _gro_napi = True          # unknown: assume a current kernel
-    return _gro_napi
+    XDP program of its own (Linux 5.13, "veth: allow enabling NAPI even without XDP")? That
+    change gave veth an ndo_set_features, veth_set_features: 5.10 lacks it, 6.1, 6.12 and
+    6.18 have it (veth is loaded once the lab made one)."""
+    return kernel_symbol("veth_set_features")
+
+
+def devmap_broadcast() -> bool:
+    """Does bpf_redirect_map() take BPF_F_BROADCAST (Linux 5.14)? It came with
+    dev_map_enqueue_multi; before it, a flag above XDP_TX makes the helper return XDP_ABORTED."""
+    return kernel_symbol("dev_map_enqueue_multi")
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from . import bpfsys, ethtool, xdp
 from .errors import LabError, PreflightError
-from .features import redirect_readiness
+from .features import redirect_readiness, veth_gro_napi
 
 XDP_TX = 3
 
@@ -79,7 +79,10 @@ def _tx_back(lab: "Lab", prog: object, iface: "Interface") -> list[str]:
     state = xdp.query(peer)
     if state.mode in ("drv", "multi"):
         return []
-    gro = " and GRO on: it accepts the frames and never delivers them" if ethtool.gro(peer) else ""
+    gro = ""
+    if ethtool.gro(peer):
+        gro = (" and GRO on: it accepts the frames and never delivers them" if veth_gro_napi() else
+               " and GRO on, which does not turn on a veth's NAPI before Linux 5.13")
     return [f"{prog.name} (drv on {iface.key}) can return XDP_TX (r0 = 3 at instruction {at}): in drv mode the "  # type: ignore[attr-defined]
             f"frames go back into {peer.key}, which has {state}{gro}; attach an XDP program to {peer.key} in drv "
             f"mode (xdp_pass), or attach {prog.name} in skb mode"]  # type: ignore[attr-defined]
