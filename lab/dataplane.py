@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import os
 import select
 import socket
@@ -178,8 +179,12 @@ class Port:
                 else:
                     _send_copies(self.sock.fileno(), raw, count)
         except OSError as e:
-            raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e),
-                                 "check that the interface is up and the frame is at most MTU + 14 bytes",
+            if e.errno == errno.ENOBUFS:     # the driver dropped it at transmit (NET_XMIT_DROP)
+                fix = ("the kernel dropped it at transmit: a veth drops a frame larger than its peer's MTU + 14 "
+                       "(tx_dropped here, rx_dropped on the peer); check both ends' MTUs")
+            else:
+                fix = "check that the interface is up and the frame is at most MTU + 14 bytes"
+            raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e), fix,
                                  errno=e.errno) from None
         self.sent += count
         Port.total_sent += count

@@ -16,6 +16,11 @@ XDP headroom and struct skb_shared_info: 3520 bytes here, MTU 3506):
 | xdp_len (plain) | every frame whole and linear (generic XDP linearizes) | attach refused: "Peer MTU is too large to set XDP", the fix names 3506 |
 | xdp_len_frags (`SEC("xdp.frags")`) | whole length; the linear part stops at LIMIT | the same |
 
+Frames larger than the receiving veth's MTU (+14) never reach its program, in either mode:
+veth drops them at transmit (dev_forward_skb), the sender's send() gets ENOBUFS, the sender
+counts `tx_dropped`, the receiver `rx_dropped`, and the kernel says `kfree_skb
+NOT_SPECIFIED` on the sender.
+
 Kernels before 5.18 (5.10) have no multi-buffer XDP, probed from the BPF helpers in their BTF
 (no bpf_xdp_get_buff_len): a frags program does not load there, a plain one is refused
 natively as above, and what a program sees of jumbo frames cannot be measured (skipped, with
@@ -23,13 +28,14 @@ the probe's word).
 """
 from __future__ import annotations
 
+import errno
 import struct
 
 import pytest
 
 from lab.btf import kernel_helper
 from lab.counters import assert_counters, veth_hop
-from lab.errors import LabError, XdpError
+from lab.errors import DataplaneError, LabError, XdpError
 from lab.fates import assert_fates, fates_before
 from lab.packets import udp_frame
 from lab.programs import PACKAGE_BPF, Program
@@ -89,3 +95,27 @@ def test_what_a_program_sees_of_jumbo_frames(lab, xdp_program, mode, function):
     n = EACH * len(SIZES)
     assert_counters(before, veth_hop(mode, n, EACH * sum(SIZES)))
     assert_fates(fates, {"fwd/veth0": {"kfree_skb IP_INADDRERRORS": n}})
+
+
+SMALL = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", mtu=3000),     # a page still holds it: drv works
+                       End("fwd", "veth0", "02:00:00:00:01:01", mtu=1500)),), name="big-into-1500")
+
+
+@pytest.mark.expect_drops
+@pytest.mark.parametrize("lab_topology", [SMALL], ids=["3000-into-1500"])
+def test_frames_above_the_receivers_mtu_never_reach_the_program(lab, xdp_program, xdp_mode):
+    """veth1 (MTU 3000) sends 2000-byte frames to veth0 (MTU 1500): veth drops them on the way
+    (dev_forward_skb: not forwardable), before any XDP program of veth0 sees them."""
+    prog = xdp_program(PLAIN)
+    prog.attach(lab.iface("fwd/veth0"), xdp_mode)
+    tap = lab.capture("fwd/veth0")
+    before, fates = lab.snapshot(), fates_before(lab)
+    port = lab.port("net1/veth1")
+    for _ in range(EACH):
+        with pytest.raises(DataplaneError) as dropped:
+            port.send(sized(lab, 2000))
+        assert dropped.value.errno == errno.ENOBUFS and "larger than its peer's MTU + 14" in str(dropped.value)
+    tap.expect_none()
+    assert not any(n for _, n in prog.map("rx_queue").items() if int.from_bytes(n, "little")), "the program saw none"
+    assert_counters(before, {"net1/veth1": {"tx_dropped": EACH}, "fwd/veth0": {"rx_dropped": EACH}})
+    assert_fates(fates, {"net1/veth1": {"kfree_skb NOT_SPECIFIED": EACH}})
