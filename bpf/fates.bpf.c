@@ -27,7 +27,7 @@ typedef struct { struct net *net; } __attribute__((preserve_access_index)) possi
 struct net_device { int ifindex; possible_net_t nd_net; } __attribute__((preserve_access_index));
 struct bpf_prog_aux { __u32 id; } __attribute__((preserve_access_index));
 struct bpf_prog { struct bpf_prog_aux *aux; } __attribute__((preserve_access_index));
-struct bpf_map { __u32 id; __u32 map_type; } __attribute__((preserve_access_index));
+struct bpf_map { __u32 id; enum bpf_map_type map_type; } __attribute__((preserve_access_index));
 struct bpf_dtab_netdev { struct net_device *dev; } __attribute__((preserve_access_index));
 struct xdp_cpumap_stats { unsigned int redirect; unsigned int pass; unsigned int drop; }
     __attribute__((preserve_access_index));

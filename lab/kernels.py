@@ -139,6 +139,8 @@ def _finding(result: dict[str, Any], test: str) -> str:
             if "moved" in f:
                 drops = [f"{iface} {c}" for iface, cs in f["moved"].items() for c in cs]
                 out.append("; ".join(drops) if drops else "no drop counter")
+            if f.get("not_reported"):
+                out.append("not reported: " + ", ".join(f["not_reported"]))
             if f.get("fates") is not None:     # what the kernel said: the events that end frames, and transmits
                 said = [f"{iface} {label} x{n}" for iface, labels in f["fates"].items() if isinstance(labels, dict)
                         for label, n in labels.items()]
