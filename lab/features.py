@@ -97,6 +97,13 @@ def veth_gro_napi() -> bool:
     return kernel_symbol("veth_set_features")
 
 
+def generic_refuses_map_programs() -> bool:
+    """Does generic (skb) XDP refuse a program that uses a devmap or cpumap whose entries can
+    carry a program of their own (values larger than 4 bytes)? From 5.8 to 5.14 it does, with
+    EINVAL and no message (generic_xdp_install, through dev_map_can_have_prog)."""
+    return kernel_symbol("dev_map_can_have_prog")
+
+
 def devmap_broadcast() -> bool:
     """Does bpf_redirect_map() take BPF_F_BROADCAST (Linux 5.14)? It came with
     dev_map_enqueue_multi; before it, a flag above XDP_TX makes the helper return XDP_ABORTED."""

@@ -59,8 +59,9 @@ def problems(lab: "Lab") -> list[str]:
                             there, name = peer.key, peer.name
                         except LabError:
                             there, name = f"the peer of {target.key}", "PEER"
-                        out.append(f"{where} -> {r}: attach an XDP program to {there} (xdp_pass), turn GRO on "
-                                   f"there (ethtool -K {name} gro on), or attach in skb mode")
+                        gro = f", turn GRO on there (ethtool -K {name} gro on)," if veth_gro_napi() else ""
+                        out.append(f"{where} -> {r}: attach an XDP program to {there} (xdp_pass){gro} or attach in "
+                                   "skb mode")
     return list(dict.fromkeys(out))
 
 

@@ -17,6 +17,7 @@ by the sweep.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from . import bpfsys, sweep, xdp
 from .btf import Btf, map_layouts
-from .errors import CompileError, LabError, MapError
+from .errors import CompileError, LabError, MapError, XdpError
 from .maps import MapView
 
 if TYPE_CHECKING:
@@ -248,7 +249,10 @@ class XdpProgram:
 
     # attach ------------------------------------------------------------------------------
     def attach(self, iface: "Interface", mode: str) -> xdp.Attachment:
-        a = xdp.Attachment(iface, self.fd, mode, self.info.name)
+        try:
+            a = xdp.Attachment(iface, self.fd, mode, self.info.name)
+        except XdpError as e:
+            raise self._why_refused(e, iface, mode) from None
         self.attachments.append(a)
         mine = set(self.info.map_ids)
         for m in self.maps.values():
@@ -259,6 +263,25 @@ class XdpProgram:
 
     def placements(self) -> list[tuple["Interface", str, int]]:
         return [(a.iface, a.mode, a.prog_id) for a in self.attachments if a.attached]
+
+    def _why_refused(self, e: XdpError, iface: "Interface", mode: str) -> XdpError:
+        """The kernel's EINVAL without a message, explained where a probe knows why: generic
+        XDP from 5.8 to 5.14 refuses programs using a devmap or cpumap whose entries can carry
+        a program (lab.features.generic_refuses_map_programs)."""
+        from .features import generic_refuses_map_programs
+        if mode != "skb" or e.errno != errno.EINVAL or not generic_refuses_map_programs():
+            return e
+        mine = set(self.info.map_ids)
+        blocking = [m for m in self.maps.values() if m.info.id in mine and m.info.value_size > 4
+                    and m.info.type in ("devmap", "devmap_hash", "cpumap")]
+        if not blocking:
+            return e
+        names = ", ".join(f"{m.name} (a {m.info.type} with {m.info.value_size}-byte values)" for m in blocking)
+        return XdpError(f"attach xdp program {self.name} to {iface.key} in skb mode",
+                        f"this kernel's generic XDP refuses a program using {names}: entries that can carry a "
+                        "program of their own (EINVAL; Linux 5.8 to 5.14)",
+                        "give the map 4-byte values (the ifindex, or the queue size, alone), or attach in drv mode",
+                        errno=errno.EINVAL, objects=(iface,))
 
     def close(self) -> None:
         errors = close_each(self.attachments)
