@@ -113,3 +113,29 @@ def test_a_lab_file_with_any_program_comes_up_dumps_and_goes_down_twice():
             r = subproc.run("-m", "lab", "down", "--lab", name)
         assert r.returncode == 0, r.stderr
         assert pinned() == before
+
+
+def test_generic_xdps_silent_einval_is_explained_where_the_kernel_refuses_map_programs(monkeypatch):
+    """5.8-5.14 refuse, in skb mode, a program using a devmap or cpumap whose entries can
+    carry a program: EINVAL, no message. Where the probe says so, the lab names the map and
+    the fix; elsewhere (and for other errors) the kernel's error is left as it was."""
+    import errno as _errno
+
+    from lab import features
+    from lab.errors import XdpError
+
+    class Iface:
+        key = "fwd/veth0"
+    refused = XdpError("attach xdp program", "Invalid argument", errno=_errno.EINVAL)
+    with XdpProgram(PACKAGE_BPF / "cpumap.bpf.o", "xdp_cpu") as cpu, \
+            XdpProgram(PACKAGE_BPF / "ring.bpf.o", "xdp_tx_back") as plain:
+        monkeypatch.setitem(features._symbols, "dev_map_can_have_prog", True)
+        e = cpu._why_refused(refused, Iface(), "skb")
+        assert str(e) == ("attach xdp program cpumap.bpf.o:xdp_cpu to fwd/veth0 in skb mode: this kernel's generic "
+                          "XDP refuses a program using cpus (a cpumap with 8-byte values): entries that can carry a "
+                          "program of their own (EINVAL; Linux 5.8 to 5.14); give the map 4-byte values (the "
+                          "ifindex, or the queue size, alone), or attach in drv mode")
+        assert cpu._why_refused(refused, Iface(), "drv") is refused
+        assert plain._why_refused(refused, Iface(), "skb") is refused, "no such map: the kernel's word stands"
+        monkeypatch.setitem(features._symbols, "dev_map_can_have_prog", False)
+        assert cpu._why_refused(refused, Iface(), "skb") is refused
