@@ -10,7 +10,8 @@ program sees of it (ctx->rx_queue_index), per mode and per queue count on either
   N frames on each tx queue of veth1 in turn (Port.send(queue=q)); veth0 has no address,
   so fwd's stack drops what the program passes (kfree_skb IP_INADDRERRORS, not asserted here).
 
-What the kernel did (Linux 6.18; T tx queues on veth1, R rx queues on veth0):
+What the kernel did (Linux 6.18, and the same in the 5.10 guest; T tx queues on veth1, R rx
+queues on veth0):
 
 | mode | T, R | frames sent on tx queue q arrive on | counters |
 |---|---|---|---|

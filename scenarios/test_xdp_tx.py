@@ -25,6 +25,10 @@ flush, veth wakes the receiving queue only when it runs an XDP program
 GRO-eligible, so they do not wake it either. A devmap redirect into the same veth arrives
 (its flush wakes the queue: see test_drops.py's gro rows). Generic (skb) XDP_TX goes
 through the normal transmit path and needs nothing of the peer.
+
+Before 5.13 (5.10) GRO does not turn on a veth's NAPI (probed: lab.features.veth_gro_napi),
+so the `gro` row is the `none` row there; 5.10's veths also start with GRO on, which the
+preflight names as useless.
 """
 from __future__ import annotations
 
