@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /* Which receive queue a frame came in on, as the program sees it: xdp_queue counts each
- * frame under ctx->rx_queue_index and passes it; xdp_queue_drop counts and drops it.
+ * frame under ctx->rx_queue_index and passes it.
  */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -26,13 +26,6 @@ int xdp_queue(struct xdp_md *ctx)
 {
     count(ctx);
     return XDP_PASS;
-}
-
-SEC("xdp")
-int xdp_queue_drop(struct xdp_md *ctx)
-{
-    count(ctx);
-    return XDP_DROP;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -103,6 +103,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.timeout(seconds * factor), append=False)
 
 
+def attach_where_allowed(prog: "programs.XdpProgram", iface: Any, mode: str) -> Any:
+    """prog.attach(iface, mode); where this kernel's generic XDP refuses the program for the
+    maps it uses (5.8 to 5.14: devmaps and cpumaps whose entries can carry a program), the
+    test is skipped with the kernel's reason: that mode does not exist there."""
+    from .errors import XdpError
+    try:
+        return prog.attach(iface, mode)
+    except XdpError as e:
+        if e.reason.startswith(programs.GENERIC_REFUSES):
+            pytest.skip(str(e))
+        raise
+
+
 def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 

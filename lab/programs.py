@@ -220,6 +220,9 @@ class Use:
             raise errors[0]
 
 
+GENERIC_REFUSES = "this kernel's generic XDP refuses"     # the start of _why_refused's reason
+
+
 class XdpProgram:
     """One function of a loaded object, in one test: attach it anywhere, read its maps.
 
@@ -278,7 +281,7 @@ class XdpProgram:
             return e
         names = ", ".join(f"{m.name} (a {m.info.type} with {m.info.value_size}-byte values)" for m in blocking)
         return XdpError(f"attach xdp program {self.name} to {iface.key} in skb mode",
-                        f"this kernel's generic XDP refuses a program using {names}: entries that can carry a "
+                        f"{GENERIC_REFUSES} a program using {names}: entries that can carry a "
                         "program of their own (EINVAL; Linux 5.8 to 5.14)",
                         "give the map 4-byte values (the ifindex, or the queue size, alone), or attach in drv mode",
                         errno=errno.EINVAL, objects=(iface,))

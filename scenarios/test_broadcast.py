@@ -39,11 +39,11 @@ import struct
 import pytest
 
 from lab.counters import assert_counters, merge, redirected, veth_hop
-from lab.errors import XdpError
 from lab.fates import assert_fates, fates_before
-from lab.features import devmap_broadcast, generic_refuses_map_programs
+from lab.features import devmap_broadcast
 from lab.packets import rewrite, udp_frame
 from lab.peers import set_up_peers
+from lab.plugin import attach_where_allowed
 from lab.programs import PACKAGE_BPF, Program
 from lab.topology import End, Topology, Veth
 
@@ -87,17 +87,6 @@ def sent_and_copies(mode: str, length: int, to: list[str]) -> dict:
     return merge(c, *(redirected(mode, N, N * length, port, PORTS[port]) for port in to))
 
 
-def attach(lab, prog, mode: str) -> None:
-    """On fwd/veth0; where generic XDP refuses the program (5.8-5.14), that is asserted and
-    the test skipped with the probe's word."""
-    if mode == "skb" and generic_refuses_map_programs():
-        with pytest.raises(XdpError, match="generic XDP refuses a program using ports \\(a devmap_hash with 8-byte"):
-            prog.attach(lab.iface("fwd/veth0"), mode)
-        pytest.skip("generic XDP on this kernel refuses programs whose devmap entries can carry a program "
-                    "(dev_map_can_have_prog: Linux 5.8 to 5.14)")
-    prog.attach(lab.iface("fwd/veth0"), mode)
-
-
 def aborted_without_broadcast(lab, mode: str, frame, caps, before, fates) -> bool:
     """Before 5.14, BPF_F_BROADCAST makes bpf_redirect_map() return XDP_ABORTED: check that
     every frame ended there, and say whether that was the case to check."""
@@ -115,7 +104,7 @@ def aborted_without_broadcast(lab, mode: str, frame, caps, before, fates) -> boo
 def test_broadcast_reaches_every_port(lab, xdp_program, xdp_mode, ports, exclude):
     bcast = xdp_program(BROADCAST, "xdp_bcast_ex" if exclude else "xdp_bcast")
     ports(bcast)
-    attach(lab, bcast, xdp_mode)
+    attach_where_allowed(bcast, lab.iface("fwd/veth0"), xdp_mode)
     frame = udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac)
     caps = {peer: lab.capture(peer) for peer in PORTS.values()}
     before, fates = lab.snapshot(), fates_before(lab)
@@ -139,7 +128,7 @@ def test_broadcast_reaches_every_port(lab, xdp_program, xdp_mode, ports, exclude
 def test_egress_programs_rewrite_or_drop_the_copies(lab, xdp_program, xdp_mode, ports):
     bcast = xdp_program(BROADCAST, "xdp_bcast_ex")
     ports(bcast, {"fwd/veth2": "xdp_egress_mark", "fwd/veth4": "xdp_egress_drop"})
-    attach(lab, bcast, xdp_mode)
+    attach_where_allowed(bcast, lab.iface("fwd/veth0"), xdp_mode)
     veth2 = lab.iface("fwd/veth2")
     frame = udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac)
     marked = rewrite(frame, eth_src=f"02:00:00:00:00:{veth2.ifindex:02x}")

@@ -36,10 +36,10 @@ import time
 import pytest
 
 from lab.counters import assert_counters, veth_hop
-from lab.errors import PreflightError, XdpError
+from lab.errors import PreflightError
 from lab.fates import assert_fates, fates_before
-from lab.features import generic_refuses_map_programs
 from lab.packets import udp_frame
+from lab.plugin import attach_where_allowed
 from lab.programs import PACKAGE_BPF, Program
 from lab.topology import End, Topology, Veth
 
@@ -65,12 +65,7 @@ def steer(lab, xdp_program, xdp_mode):
     def fill(qsize: int, second: str | None = None) -> None:
         fd = xdp_program(XDP_CPU.named(second)).fd if second else 0
         prog.map("cpus").update(struct.pack("<I", CPU), struct.pack("<Ii", qsize, fd))
-        if xdp_mode == "skb" and generic_refuses_map_programs():
-            with pytest.raises(XdpError, match="generic XDP refuses a program using cpus \\(a cpumap with 8-byte"):
-                prog.attach(lab.iface("fwd/veth0"), xdp_mode)
-            pytest.skip("generic XDP on this kernel refuses programs whose cpumap entries can carry a program "
-                        "(dev_map_can_have_prog: Linux 5.8 to 5.14)")
-        prog.attach(lab.iface("fwd/veth0"), xdp_mode)
+        attach_where_allowed(prog, lab.iface("fwd/veth0"), xdp_mode)
     return fill
 
 
