@@ -106,13 +106,14 @@ def test_a_program_on_the_cpumap_entry_runs_first_on_that_cpu(lab, steer, xdp_mo
         return
     time.sleep(0.5)             # the kthread's work
     tap.poll()
-    everything = (lab.fates() - fates).mapping()
+    d = lab.fates() - fates
+    everything = d.mapping()
     said = everything["fwd/veth0"]
     dropped = said.get(f"xdp_cpumap_kthread XDP_DROP on cpu {CPU}", 0)
     lab_findings(dropped_by_entry_program=dropped, delivered=len(tap.received), fates=everything)
     assert said[f"xdp_cpumap_enqueue -> cpu {CPU}"] == said[f"xdp_cpumap_kthread on cpu {CPU}"] == N, said
     assert dropped + len(tap.received) == N, f"dropped by the program or delivered, each frame once: {said}"
-    assert said.get("kfree_skb IP_INADDRERRORS", 0) == len(tap.received), said
+    assert said.get(d.as_said("kfree_skb IP_INADDRERRORS"), 0) == len(tap.received), said
     if xdp_mode == "drv":
         assert dropped == N and tap.received == [], "drv: the entry's program sees every xdp_frame"
 
@@ -127,21 +128,22 @@ def test_a_full_cpumap_queue_drops_and_the_books_balance(lab, steer, xdp_mode):
     if fates is None:
         return
     time.sleep(0.5)         # the kthread drains its queue
-    said = (lab.fates() - fates).mapping()["fwd/veth0"]
+    d = lab.fates() - fates
+    said = d.mapping()["fwd/veth0"]
     dropped = said.get(f"xdp_cpumap_enqueue drops -> cpu {CPU}", 0)
     delivered = said[f"xdp_cpumap_kthread on cpu {CPU}"]
     assert dropped > 0, f"a queue of 8 under a burst of {BURST}: {said}"
-    assert delivered + dropped == BURST and said["kfree_skb IP_INADDRERRORS"] == delivered, said
+    assert delivered + dropped == BURST and said[d.as_said("kfree_skb IP_INADDRERRORS")] == delivered, said
     tap.poll()
     assert len(tap.received) + tap.drops == delivered, "the tap saw (or counted as its own drop) each delivered frame"
     enqueued = said[f"xdp_cpumap_enqueue -> cpu {CPU}"]
     if xdp_mode == "drv":
         assert enqueued == BURST, "drv: processed counts every frame of a flush"
         assert set(said) == {f"xdp_cpumap_enqueue -> cpu {CPU}", f"xdp_cpumap_enqueue drops -> cpu {CPU}",
-                             f"xdp_cpumap_kthread on cpu {CPU}", "kfree_skb IP_INADDRERRORS"}, said
+                             f"xdp_cpumap_kthread on cpu {CPU}", d.as_said("kfree_skb IP_INADDRERRORS")}, said
     else:
         assert enqueued == delivered, "skb: one frame at a time, the dropped ones not counted as processed"
-        assert said["xdp_redirect_err ENOSPC"] == dropped and said["kfree_skb XDP"] == dropped, said
+        assert said["xdp_redirect_err ENOSPC"] == dropped and said[d.as_said("kfree_skb XDP")] == dropped, said
 
 
 def test_preflight_names_a_cpumap_without_entries(lab, steer):
