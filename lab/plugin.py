@@ -65,6 +65,8 @@ def _terminated(signum: int, frame: object) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     names.run_id()   # set once in the controller, so that xdist workers share it
+    if os.environ.get("XDPLAB_PACE_FILE") and not hasattr(config, "workerinput"):   # the kernel matrix's column
+        Path(os.environ["XDPLAB_PACE_FILE"]).write_text(f"{pace.slowdown()}\n")
     # SIGTERM (what CI systems send to a cancelled job) tears the labs down as Ctrl-C does,
     # unless someone else already handles it
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
@@ -78,8 +80,6 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     factor = pace.slowdown()
-    if os.environ.get("XDPLAB_PACE_FILE"):          # the kernel matrix shows it per kernel
-        Path(os.environ["XDPLAB_PACE_FILE"]).write_text(f"{factor}\n")
     if factor > 1:
         return f"xdplab: this machine is {factor} x slower than the reference: time bounds x {factor}"
     return None
