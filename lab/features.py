@@ -9,6 +9,7 @@ frames vanish. Kernels without the netdev family get the same answer from the pe
 from __future__ import annotations
 
 import socket
+import subprocess
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -93,7 +94,12 @@ def veth_gro_napi() -> bool:
     """Does GRO on a veth turn on its NAPI, so that it takes redirected XDP frames without an
     XDP program of its own (Linux 5.13, "veth: allow enabling NAPI even without XDP")? That
     change gave veth an ndo_set_features, veth_set_features: 5.10 lacks it, 6.1, 6.12 and
-    6.18 have it (veth is loaded once the lab made one)."""
+    6.18 have it. veth may be a module nobody loaded yet (a fresh VM, before the first veth):
+    load it first, as making a veth would, or the probe would answer for a kernel without veth."""
+    if not kernel_symbol("veth_xmit"):
+        subprocess.run(["modprobe", "-q", "veth"], check=False, capture_output=True)
+        _symbols.pop("veth_xmit", None)
+        _symbols.pop("veth_set_features", None)
     return kernel_symbol("veth_set_features")
 
 
