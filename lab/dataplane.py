@@ -20,6 +20,7 @@ import socket
 import struct
 import time
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
@@ -127,7 +128,7 @@ def _on_tx_queue(iface: "Interface", queue: int) -> Iterator[None]:
     cpu = min(cpus)
     files = [os.path.join(base, f"tx-{q}", "xps_cpus") for q in queues]
     try:
-        saved = [open(f).read().strip() for f in files]
+        saved = [Path(f).read_text().strip() for f in files]      # closed at once, not left to the GC
     except OSError as e:
         raise DataplaneError(action, f"read {e.filename}: {e.strerror} (a kernel without CONFIG_XPS?)",
                              "send without queue=; the frames then leave on the queue their flow hashes to") from None
