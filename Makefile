@@ -40,7 +40,7 @@ kernels: setup            ## the scenarios on the host kernel and in VMs on Debi
 
 kernels-ci: setup         ## CI's share of the matrix: the drop scenarios on 6.1
 	@scripts/bootstrap-kernels.sh 6.1
-	$(PY) -m lab kernels --kernel 6.1 --no-host -- scenarios/test_drops.py --lab-forwarders=bcc
+	$(PY) -m lab kernels --kernel 6.1 --no-host --vm-timeout 1200 -- scenarios/test_drops.py --lab-forwarders=bcc
 
 clean-venv:
 	rm -rf .venv

@@ -405,7 +405,7 @@ def _clean(args: argparse.Namespace) -> int:
 
 def _kernels(args: argparse.Namespace) -> int:
     from . import kernels
-    return kernels.main(args.kernel or kernels.DEFAULT, args.scenarios, not args.no_host, args.kvm)
+    return kernels.main(args.kernel or kernels.DEFAULT, args.scenarios, not args.no_host, args.kvm, args.vm_timeout)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -522,6 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kernel", action="append", help="5.10, 6.1, 6.12 or an exact version (repeat; default all three)")
     p.add_argument("--no-host", action="store_true", help="skip the host kernel")
     p.add_argument("--kvm", choices=("auto", "on", "off"), default="auto", help="use KVM (auto: where it boots)")
+    p.add_argument("--vm-timeout", type=seconds, default=3600.0, metavar="SECONDS",
+                   help="stop a VM's pytest after this long, and kill the VM two minutes later (default 3600)")
     p.set_defaults(func=_kernels)
     p = sub.add_parser("bench", help="measure the lab's overhead and the forwarder's Mpps",
                        description="Measure, on this machine: lab set-up against an ip/bpftool script, bcc "

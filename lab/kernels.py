@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -58,21 +59,58 @@ def kvm_usable() -> bool:
     return os.path.exists("/dev/kvm") and not os.path.exists("/sys/module/kvm_pvm")
 
 
-def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: bool) -> dict[str, Any]:
+GRACE_S = 120.0     # after the guest's own budget: its pytest is stopped, then killed, then the VM powers off
+
+
+def vm_command(image: str, out: Path, kvm: bool, budget: float, pytest_args: list[str]) -> list[str]:
+    """virtme-ng booting `image` over this root, running scripts/in-vm.sh; --verbose puts the
+    kernel's console in the log, where a hung boot or a kernel warning shows."""
+    script = " ".join(shlex.quote(a) for a in [str(ROOT / "scripts" / "in-vm.sh"), str(out),
+                                               str(int(budget)), *pytest_args])
+    return ["vng", "--run", image, "--user", "root", "--force-9p", "--memory", "3G", "--verbose",
+            "--cpus", "2", "--rwdir", str(out), *([] if kvm else ["--disable-kvm"]), "--exec", script]
+
+
+def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: bool,
+           budget: float = 3600.0) -> dict[str, Any]:
+    """Boot `image`, run pytest inside, read back what it wrote to `out`. The VM's console
+    (kernel messages included) streams to out/vng.log as it runs; a guest that gives no result
+    within `budget` seconds (a hung boot, a test stuck in the kernel) is killed, and the result
+    says where it got to, from the console and pytest's own output."""
     out.mkdir(parents=True, exist_ok=True)
     for stale in out.iterdir():
         if stale.is_file():
             stale.unlink()
-    (out / "slowdown").unlink(missing_ok=True)
-    script = " ".join(shlex.quote(a) for a in [str(ROOT / "scripts" / "in-vm.sh"), str(out), *pytest_args])
-    cmd = ["vng", "--run", image, "--user", "root", "--force-9p", "--memory", "3G",
-           "--cpus", "2", "--rwdir", str(out), *([] if kvm else ["--disable-kvm"]), "--exec", script]
+    cmd = vm_command(image, out, kvm, budget, pytest_args)
     # scripts/vm/virtme-run: the guest caches its 9p root (4-6 x faster under emulation)
     env = dict(os.environ, PATH=f"{ROOT / 'scripts' / 'vm'}:{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}")
     t = time.monotonic()
-    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600, stdin=subprocess.DEVNULL)
-    (out / "vng.log").write_text(r.stdout + r.stderr)
-    return _results(version, out, time.monotonic() - t, boot_rc=r.returncode)
+    with open(out / "vng.log", "w") as log:
+        vm = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                              start_new_session=True)     # its own group: qemu and its helpers go with it
+        try:
+            rc = vm.wait(timeout=budget + GRACE_S)         # the guest stops pytest at `budget` itself
+        except subprocess.TimeoutExpired:
+            rc = None
+        finally:                                           # a timeout, Ctrl-C, SIGTERM: no VM left running
+            if vm.poll() is None:
+                os.killpg(vm.pid, signal.SIGKILL)
+                vm.wait()
+    res = _results(version, out, time.monotonic() - t, boot_rc=vm.returncode)
+    if rc is None:
+        res["error"] = f"the VM gave no result in {budget + GRACE_S:.0f} s and was killed; {_where(out)}"
+    return res
+
+
+def _where(out: Path) -> str:
+    """Where a guest got to: the last test pytest named, or the console's last lines."""
+    pytest_txt = out / "pytest.txt"
+    if pytest_txt.exists() and pytest_txt.stat().st_size:
+        lines = [ln.strip() for ln in pytest_txt.read_text(errors="replace").splitlines() if ln.strip()]
+        return f"pytest's last lines ({pytest_txt}): " + " / ".join(lines[-3:])
+    lines = [ln.strip() for ln in (out / "vng.log").read_text(errors="replace").splitlines() if ln.strip()] \
+        if (out / "vng.log").exists() else []
+    return f"pytest never started; the console's last lines ({out / 'vng.log'}): " + " / ".join(lines[-5:])
 
 
 def run_host(pytest_args: list[str], out: Path) -> dict[str, Any]:
@@ -95,8 +133,7 @@ def _results(version: str, out: Path, seconds: float, boot_rc: int) -> dict[str,
     if (out / "slowdown").exists():      # lab/pace.py, measured where the tests ran
         res["slowdown"] = float((out / "slowdown").read_text())
     if not (out / "junit.xml").exists():
-        log = (out / "vng.log").read_text()[-2000:] if (out / "vng.log").exists() else ""
-        res["error"] = f"no results (vng exit {boot_rc}): {log}"
+        res["error"] = f"no results (vng exit {boot_rc}); {_where(out)}"
         return res
     for case in ET.parse(out / "junit.xml").getroot().iter("testcase"):
         name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
@@ -127,7 +164,7 @@ def table(results: list[dict[str, Any]]) -> str:
     rows.append("")
     for r in results:
         counts = {o: sum(v == o for v in r["tests"].values()) for o in ("passed", "failed", "error", "skipped")}
-        rows.append(f"{r['kernel']}: " + ", ".join(f"{n} {o}" for o, n in counts.items() if n) +
+        rows.append(f"{r['kernel']}: " + (", ".join(f"{n} {o}" for o, n in counts.items() if n) or "no test ran") +
                     f" in {r['seconds']} s" + (f"; {r['error'][:300]}" if "error" in r else ""))
     return "\n".join(rows)
 
@@ -149,7 +186,7 @@ def _finding(result: dict[str, Any], test: str) -> str:
     return ""
 
 
-def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str) -> int:
+def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str, budget: float = 3600.0) -> int:
     out_root = ROOT / ".lab-kernels"
     use_kvm = kvm == "on" or (kvm == "auto" and kvm_usable())
     results = []
@@ -160,7 +197,7 @@ def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str) -> in
         version, image = find_kernel(series)
         print(f"  VM on {version} ({'KVM' if use_kvm else 'software emulation'}): pytest {' '.join(pytest_args)}",
               file=sys.stderr, flush=True)
-        results.append(run_vm(version, image, pytest_args, out_root / version, use_kvm))
+        results.append(run_vm(version, image, pytest_args, out_root / version, use_kvm, budget))
     (out_root / "matrix.json").write_text(json.dumps(results, indent=2) + "\n")
     text = table(results)
     (out_root / "matrix.txt").write_text(text + "\n")

@@ -6,8 +6,10 @@ kernel-matrix guest under software emulation the same work takes 3-10 x as long,
 bound that does not follow would fail a scenario because the guest is slow, not because a
 frame vanished. `slowdown()` times a small fixed workload (Python, system calls, file
 look-ups) once per process and divides by what it took on the reference machine; the
-bounds are multiplied by it. XDPLAB_SLOWDOWN=N sets it (the matrix passes none: each guest
-measures itself).
+bounds are multiplied by it, and the number of random cases a scenario draws (hypothesis
+examples, a generated corpus) is divided by it, down to a floor: a guest spends about the
+wall time the reference machine does. XDPLAB_SLOWDOWN=N sets it (the matrix passes none:
+each guest measures itself).
 """
 from __future__ import annotations
 
@@ -53,3 +55,9 @@ def slowdown() -> float:
 def scaled(seconds: float) -> float:
     """`seconds` as a bound on this machine."""
     return seconds * slowdown()
+
+
+def share(cases: int, floor: int) -> int:
+    """How many of `cases` random cases a run on this machine draws: `cases` on the reference
+    machine, fewer in a slow guest (the same wall time), never fewer than `floor`."""
+    return max(floor, min(cases, round(cases / slowdown())))

@@ -81,7 +81,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_report_header(config: pytest.Config) -> str | None:
     factor = pace.slowdown()
     if factor > 1:
-        return f"xdplab: this machine is {factor} x slower than the reference: time bounds x {factor}"
+        return (f"xdplab: this machine is {factor} x slower than the reference: time bounds x {factor}, "
+                f"random cases / {factor} (lab.pace.share)")
     return None
 
 

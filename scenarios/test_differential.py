@@ -1,6 +1,6 @@
 """Differential check: every frame of the decision scenarios, and 300 more from a seeded
-generator, run through the unit backend (BPF_PROG_TEST_RUN) and the live lab (skb and drv);
-any difference in verdict, output bytes or redirect target fails.
+generator (in a slow kernel-matrix guest 300 / its slowdown, at least 60: lab.pace.share),
+run through the unit backend (BPF_PROG_TEST_RUN) and the live lab (skb and drv); any difference in verdict, output bytes or redirect target fails.
 
       net1                      fwd                              net2
     veth1 ──────────── veth0 [l2fwd]         veth2 ──────────── veth3
@@ -18,9 +18,11 @@ from corpus import NAMED, NEW_MAC, ROUTED, random_frames
 from lab.l2fwd.backends import L2fwdLive as LiveBackend, L2fwdUnit as UnitBackend
 from lab.l2fwd.forwarder import L2fwd
 from lab.l2fwd.repro import l2fwd_on
+from lab.pace import share
 
 EGRESS = 3
-CORPUS = [f for frames in NAMED.values() for f in frames] + random_frames(300)
+RANDOM = random_frames(share(300, floor=60))
+CORPUS = [f for frames in NAMED.values() for f in frames] + RANDOM
 
 
 @pytest.mark.parametrize("mode", ["skb", "drv"])
@@ -43,4 +45,6 @@ def test_unit_and_live_agree_on_every_frame(lab, l2fwd_program, mode):
                 f"frame {i}: live lost a passed frame that is not a short VLAN frame: {frame.hex()}"
     assert not diffs, f"{len(diffs)} of {len(CORPUS)} frames differ:\n" + "\n".join(diffs[:20])
     verdicts = {v: sum(o.verdict == v for o in expected) for v in ("pass", "redirect")}
-    assert verdicts["redirect"] >= 40 and verdicts["pass"] >= 200, f"the corpus must exercise both: {verdicts}"
+    # of the random frames about 1 in 7 is routed and over half are passed (41 and 259 of 300)
+    assert verdicts["redirect"] >= len(RANDOM) // 10 and verdicts["pass"] >= len(RANDOM) // 2, \
+        f"the corpus must exercise both: {verdicts}"

@@ -10,7 +10,8 @@ it must do, on the wire and in its verdict counters.
 
 Frames: Ethernet with random payloads, VLAN-tagged IPv4, IPv4 with options, IPv6, ARP,
 IPv4 truncated at every length, bad IPv4 version/IHL, random bytes (all at least 14
-bytes: AF_PACKET refuses shorter frames on this kernel). 60 batches per mode; set
+bytes: AF_PACKET refuses shorter frames on this kernel). 60 batches per mode (in a slow
+kernel-matrix guest 60 / its slowdown, at least 10: lab.pace.share); set
 XDPLAB_FUZZ_EXAMPLES for a longer run. For every batch:
   * forwarded = exactly the frames the model routes, with only the destination MAC changed;
   * passed up fwd's stack = exactly all the others, as the tap on veth0 shows them (the
@@ -31,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.pace import scaled
+from lab.pace import scaled, share
 from lab.packets import udp_frame
 
 ROUTES = {"192.168.0.1": "00:00:11:22:33:44", "192.168.0.2": "02:00:00:00:0f:02"}
@@ -108,7 +109,8 @@ def wait_for(capture, frame: bytes, timeout: float = 30.0) -> None:
         capture.poll(0.01)
 
 
-@settings(max_examples=int(os.environ.get("XDPLAB_FUZZ_EXAMPLES", "60")), deadline=None, database=None,
+@settings(max_examples=int(os.environ.get("XDPLAB_FUZZ_EXAMPLES", 0)) or share(60, floor=10), deadline=None,
+          database=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(batch=st.lists(frames, min_size=1, max_size=12))
 def test_fuzzed_frames_balance_the_books(fuzz_lab, batch):

@@ -1,6 +1,9 @@
 """Tests of lab/ that need neither root nor the kernel: names, layouts, masks, deltas, validation."""
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import pytest
 
 from lab.counters import Delta
@@ -223,6 +226,11 @@ def test_time_bounds_follow_the_measured_slowdown(monkeypatch):
     monkeypatch.setattr(pace, "_measured", None)
     monkeypatch.delenv("XDPLAB_SLOWDOWN")
     assert pace.slowdown() == 1.0, "this machine is the reference kind: bounds stay as written"
+    assert pace.share(300, floor=60) == 300
+    monkeypatch.setattr(pace, "_measured", 16.3)      # the 6.1 guest under software emulation
+    assert (pace.share(300, floor=60), pace.share(60, floor=10), pace.share(1000, floor=10)) == (60, 10, 61)
+    monkeypatch.setattr(pace, "_measured", 4.0)
+    assert (pace.share(300, floor=60), pace.share(60, floor=10)) == (75, 15)
 
 
 def test_the_kernel_matrix_finds_an_unpacked_kernel_and_shows_wall_time_and_slowdown(tmp_path, monkeypatch):
@@ -245,6 +253,34 @@ def test_the_kernel_matrix_finds_an_unpacked_kernel_and_shows_wall_time_and_slow
     lines = text.splitlines()
     assert lines[1].split() == ["(wall", "time,", "slowdown)", "812.5", "s,", "x9.5", "30.0", "s,", "x?"]
     assert lines[3].split() == ["t.py::a", "passed", "failed"]
+
+
+def test_a_vm_that_hangs_is_killed_and_the_matrix_says_where_it_was(tmp_path, monkeypatch):
+    """CI once waited an hour on a 6.1 guest and printed a traceback: the VM (here a stand-in
+    that prints its boot and hangs) is killed at its budget, with nothing left running, and
+    the result names where it got to."""
+    from lab import kernels
+    pidfile = tmp_path / "pid"
+    monkeypatch.setattr(kernels, "GRACE_S", 0.5)
+    monkeypatch.setattr(kernels, "vm_command", lambda *a: [
+        "sh", "-c", f"sleep 60 & echo $! > {pidfile}; echo 'Linux version 6.1.0-56-amd64'; echo 'virtme-init: ok'; wait"])
+    t = time.monotonic()
+    res = kernels.run_vm("6.1.0-56-amd64", "/boot/vmlinuz", [], tmp_path / "out", kvm=False, budget=1)
+    assert time.monotonic() - t < 10
+    assert res["error"] == (f"the VM gave no result in 2 s and was killed; pytest never started; the console's last "
+                            f"lines ({tmp_path / 'out' / 'vng.log'}): Linux version 6.1.0-56-amd64 / virtme-init: ok")
+    child = Path(f"/proc/{pidfile.read_text().strip()}/stat")
+    for _ in range(50):                      # killed at once; init reaps it a moment later
+        if not child.exists() or child.read_text().split(") ")[1].startswith("Z"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the VM's whole process group is killed: its child still runs")
+    (tmp_path / "out" / "pytest.txt").write_text("scenarios/test_drops.py::test_a[skb] PASSED\n"
+                                                  "scenarios/test_drops.py::test_b[drv] \n")
+    assert kernels._where(tmp_path / "out").endswith("test_a[skb] PASSED / scenarios/test_drops.py::test_b[drv]")
+    text = kernels.table([res])
+    assert "6.1.0-56-amd64: no test ran in " in text and "the VM gave no result in 2 s" in text
 
 
 def test_fates_are_compared_in_what_this_kernel_can_say():
