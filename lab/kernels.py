@@ -163,13 +163,21 @@ def _results(version: str, out: Path, seconds: float, boot_rc: int) -> dict[str,
         return res
     for case in ET.parse(out / "junit.xml").getroot().iter("testcase"):
         name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
-        kind = next((c.tag for c in case if c.tag in ("failure", "error", "skipped")), "passed")
+        ended = next((c for c in case if c.tag in ("failure", "error", "skipped")), None)
+        kind = ended.tag if ended is not None else "passed"
         res["tests"][name] = {"failure": "failed", "error": "error"}.get(kind, kind)
+        if ended is not None and kind == "skipped":     # the probe that said this kernel lacks it
+            res.setdefault("skips", {})[name] = _skip_reason(ended.get("message", ""))
     if (out / "findings.jsonl").exists():
         for line in (out / "findings.jsonl").read_text().splitlines():
             f = json.loads(line)
             res["findings"][f["test"].split("::", 1)[-1].replace("::", "::")] = f
     return res
+
+
+def _skip_reason(message: str) -> str:
+    """pytest's "Skipped: <reason>" (the reason may be a LabError's "verb object: reason; fix")."""
+    return message.removeprefix("Skipped: ").strip()
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -192,6 +200,11 @@ def table(results: list[dict[str, Any]]) -> str:
         counts = {o: sum(v == o for v in r["tests"].values()) for o in ("passed", "failed", "error", "skipped")}
         rows.append(f"{r['kernel']}: " + (", ".join(f"{n} {o}" for o, n in counts.items() if n) or "no test ran") +
                     f" in {r['seconds']} s" + (f"; {r['error'][:300]}" if "error" in r else ""))
+        by_reason: dict[str, list[str]] = {}
+        for t, reason in sorted(r.get("skips", {}).items()):
+            by_reason.setdefault(reason, []).append(t)
+        for reason, skipped in by_reason.items():
+            rows.append(f"  skipped {len(skipped)}: {reason}\n    {', '.join(skipped)}")
     return "\n".join(rows)
 
 

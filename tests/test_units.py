@@ -255,6 +255,25 @@ def test_the_kernel_matrix_finds_an_unpacked_kernel_and_shows_wall_time_and_slow
     assert lines[3].split() == ["t.py::a", "passed", "failed"]
 
 
+def test_the_kernel_matrix_names_the_probe_behind_each_skip(tmp_path):
+    from lab import kernels
+    reason = "this kernel has no multi-buffer XDP: no BPF helper xdp_get_buff_len in its BTF (Linux 5.18+)"
+    (tmp_path / "junit.xml").write_text(
+        '<testsuites><testsuite>'
+        '<testcase classname="scenarios.test_frags" name="test_a[skb]"/>'
+        f'<testcase classname="scenarios.test_frags" name="test_b[drv]"><skipped message="Skipped: {reason}"/></testcase>'
+        f'<testcase classname="scenarios.test_frags" name="test_b[skb]"><skipped message="Skipped: {reason}"/></testcase>'
+        '<testcase classname="scenarios.test_vlan" name="test_c"><failure message="boom"/></testcase>'
+        '</testsuite></testsuites>')
+    res = kernels._results("5.10.0-46-amd64", tmp_path, 1570.0, boot_rc=0)
+    assert res["tests"] == {"test_frags::test_a[skb]": "passed", "test_frags::test_b[drv]": "skipped",
+                            "test_frags::test_b[skb]": "skipped", "test_vlan::test_c": "failed"}
+    assert kernels.table([res]).splitlines()[-3:] == [
+        "5.10.0-46-amd64: 1 passed, 1 failed, 2 skipped in 1570.0 s",
+        f"  skipped 2: {reason}",
+        "    test_frags::test_b[drv], test_frags::test_b[skb]"]
+
+
 def test_a_vm_that_hangs_is_killed_and_the_matrix_says_where_it_was(tmp_path, monkeypatch):
     """CI once waited an hour on a 6.1 guest and printed a traceback. A VM (here a stand-in
     that prints its boot) whose pytest never starts is killed, whole process group, and booted
