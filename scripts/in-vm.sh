@@ -11,7 +11,8 @@ mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracin
 mountpoint -q /sys/kernel/debug || mount -t debugfs debugfs /sys/kernel/debug
 mkdir -p /run/netns /run/xdplab
 uname -r > "$out/kernel"
-export XDPLAB_FINDINGS="$out/findings.jsonl" XDPLAB_PACE_FILE="$out/slowdown" PYTHONDONTWRITEBYTECODE=1
+# unbuffered: a run stopped by the budget leaves its last line in pytest.txt
+export XDPLAB_FINDINGS="$out/findings.jsonl" XDPLAB_PACE_FILE="$out/slowdown" PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # -v: each test is named before it runs, so a run stopped by the budget shows where it was
 timeout -k 60 "$budget" .venv/bin/python -m pytest -v -p no:cacheprovider --junitxml="$out/junit.xml" \
     --lab-artifacts="$out/artifacts" "$@" > "$out/pytest.txt" 2>&1
