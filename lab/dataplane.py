@@ -111,16 +111,19 @@ def _on_tx_queue(iface: "Interface", queue: int) -> Iterator[None]:
     Transmit Packet Steering (XPS) picks the queue from the sending CPU: the thread is pinned
     to one CPU and that CPU is mapped to `queue` alone, then both are put back. Works on any
     kernel with CONFIG_XPS (Debian's have it) and any number of queues, whatever the cores."""
-    action = f"send on {iface.key} tx queue {queue}"
+    action = f"send on {iface.key} tx queue {queue!r}"
+    if isinstance(queue, bool) or not isinstance(queue, int):
+        raise DataplaneError(action, f"{queue!r} is not a queue number", "give queue=N, an int from 0")
     base = os.path.join(iface.ns.sysfs, "class/net", iface.name, "queues")
     try:
         queues = sorted(int(d[3:]) for d in os.listdir(base) if d.startswith("tx-"))
     except OSError as e:
         raise DataplaneError(action, f"read {base}: {e.strerror}", "check that the interface exists") from None
-    if isinstance(queue, bool) or not isinstance(queue, int) or not 0 <= queue < len(queues):
-        raise DataplaneError(action, f"{iface.key} has {len(queues)} tx queue(s) (0-{len(queues) - 1})",
-                             f"give its end tx_queues={queue + 1 if isinstance(queue, int) and queue > 0 else 1} "
-                             "or more (queues=N sets both)")
+    if not 0 <= queue < len(queues):
+        there = "queue 0" if len(queues) == 1 else f"queue 0 to {len(queues) - 1}"
+        raise DataplaneError(action, f"{iface.key} has {len(queues)} tx queue(s)",
+                             f"send on {there}" + (f", or give its end tx_queues={queue + 1} or more (queues=N "
+                                                     "sets both)" if queue >= len(queues) else ""))
     if len(queues) == 1:
         yield
         return
@@ -134,8 +137,12 @@ def _on_tx_queue(iface: "Interface", queue: int) -> Iterator[None]:
                              "send without queue=; the frames then leave on the queue their flow hashes to") from None
     try:
         for q, f in zip(queues, files):
-            with open(f, "w") as out:
-                out.write(format(1 << cpu if q == queue else 0, "x"))
+            try:
+                with open(f, "w") as out:
+                    out.write(format(1 << cpu if q == queue else 0, "x"))
+            except OSError as e:
+                raise DataplaneError(action, f"write {f}: {e.strerror}", "send without queue=; the frames then "
+                                     "leave on the queue their flow hashes to", errno=e.errno) from None
         os.sched_setaffinity(0, {cpu})
         try:
             yield
@@ -181,10 +188,11 @@ class Port:
                     _send_copies(self.sock.fileno(), raw, count)
         except OSError as e:
             if e.errno == errno.ENOBUFS:     # the driver dropped it at transmit (NET_XMIT_DROP)
-                fix = ("the kernel dropped it at transmit: a veth drops a frame larger than its peer's MTU + 14 "
-                       "(tx_dropped here, rx_dropped on the peer); check both ends' MTUs")
+                fix = ("the kernel dropped it at transmit: a veth drops a frame larger than its peer's MTU + 18 "
+                       "(the Ethernet header and one VLAN tag: is_skb_forwardable; tx_dropped here, rx_dropped "
+                       "on the peer); check both ends' MTUs")
             else:
-                fix = "check that the interface is up and the frame is at most MTU + 14 bytes"
+                fix = "check that the interface is up and the frame is at most its MTU + 14 bytes"
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}", e.strerror or str(e), fix,
                                  errno=e.errno) from None
         self.sent += count

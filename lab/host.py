@@ -1,4 +1,5 @@
-"""What the lab must leave alone: the root namespace's links, addresses, routes and sysctls.
+"""What the lab must leave alone: the root namespace's links, addresses, routes and sysctls,
+what is pinned in bpffs, and the kernel's taint (a WARNING a scenario provoked taints it).
 
 `snapshot()` reads them (over netlink and /proc/sys/net, from the root namespace);
 `differences()` says what changed between two snapshots. The pytest plugin takes one at
@@ -12,6 +13,22 @@ from typing import Any
 SYSCTL_ROOT = "/proc/sys/net"
 BPFFS = "/sys/fs/bpf"
 VOLATILE = ("nf_conntrack_count", "base_reachable_time", "flush", "stable_secret")
+TAINTED = "/proc/sys/kernel/tainted"
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"      # bit i -> letter, as the kernel prints them (Documentation/admin-guide/tainted-kernels.rst)
+TAINT_WHY = {"W": "a kernel WARNING: see dmesg", "D": "a kernel oops: see dmesg", "L": "a soft lockup: see dmesg"}
+
+
+def _tainted() -> int:
+    try:
+        with open(TAINTED) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 0
+
+
+def taint_letters(flags: int) -> str:
+    return "".join(TAINT_FLAGS[i] if i < len(TAINT_FLAGS) else f"[{i}]" for i in range(flags.bit_length())
+                   if flags >> i & 1)
 
 
 def _sysctls() -> dict[str, str]:
@@ -38,7 +55,8 @@ def snapshot() -> dict[str, Any]:
         addrs = sorted((a["index"], a.get("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr())
         routes = sorted((r["family"], r.get("RTA_TABLE"), str(r.get("RTA_DST")), r["dst_len"], str(r.get("RTA_OIF")),
                          str(r.get("RTA_GATEWAY"))) for r in ipr.route("dump"))
-    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": _sysctls(), "bpffs": _bpffs()}
+    return {"links": links, "addresses": addrs, "routes": routes, "sysctls": _sysctls(), "bpffs": _bpffs(),
+            "tainted": _tainted()}
 
 
 def _bpffs() -> dict[str, str]:
@@ -66,6 +84,12 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             if a.get(k) != b.get(k):
                 what = "pinned object" if kind == "bpffs" else kind[:-1]
                 out.append(f"{what} {k}: {a.get(k, '(absent)')} -> {b.get(k, '(absent)')}")
+    new_taint = after.get("tainted", 0) & ~before.get("tainted", 0)
+    if new_taint:
+        out.append(f"kernel taint: {taint_letters(before.get('tainted', 0)) or 'none'} -> "
+                   f"{taint_letters(after.get('tainted', 0))} (" + "; ".join(
+                       f"{c}: {TAINT_WHY.get(c, 'see the kernel tainted-kernels documentation')}"
+                       for c in taint_letters(new_taint)) + ")")
     for kind in ("addresses", "routes"):
         gone, new = set(before[kind]) - set(after[kind]), set(after[kind]) - set(before[kind])
         out += [f"{kind[:-1]} removed: {x}" for x in sorted(gone, key=str)]

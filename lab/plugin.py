@@ -153,8 +153,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every process: close the BPF objects it loaded (and their pins). Controller: sweep what
-    killed workers left; fail the session if the root namespace changed (links, addresses,
-    routes, sysctls, pinned objects). Worker: report its frame count."""
+    killed workers left; fail the session if it changed the host (the root namespace's links,
+    addresses, routes and sysctls, pinned objects, the kernel's taint). Worker: report its
+    frame count."""
     config = session.config
     programs.close_objects()
     fates.close()
@@ -166,8 +167,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     _report_sweep(config, sweep.sweep())
     changed = host.differences(config.stash[_HOST], host.snapshot())
     if changed:
-        config.get_terminal_writer().line("xdplab: the session changed the root namespace:\n  " +
-                                          "\n  ".join(changed[:50]), red=True)
+        config.get_terminal_writer().line(
+            "xdplab: the session changed the host (root namespace, bpffs, kernel taint):\n  " +
+            "\n  ".join(changed[:50]), red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

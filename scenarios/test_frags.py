@@ -16,10 +16,11 @@ XDP headroom and struct skb_shared_info: 3520 bytes here, MTU 3506):
 | xdp_len (plain) | every frame whole and linear (generic XDP linearizes) | attach refused: "Peer MTU is too large to set XDP", the fix names 3506 |
 | xdp_len_frags (`SEC("xdp.frags")`) | whole length; the linear part stops at LIMIT (before 6.8, e.g. 6.1: every frame linear, as for a plain program; probed: skb_cow_data_for_xdp) | whole length; the linear part stops at LIMIT |
 
-Frames larger than the receiving veth's MTU (+14) never reach its program, in either mode:
-veth drops them at transmit (dev_forward_skb), the sender's send() gets ENOBUFS, the sender
-counts `tx_dropped`, the receiver `rx_dropped`, and the kernel says `kfree_skb
-NOT_SPECIFIED` on the sender.
+Frames larger than the receiving veth's MTU + 18 (the Ethernet header and room for one VLAN
+tag: is_skb_forwardable) never reach its program, in either mode: veth drops them at
+transmit (dev_forward_skb), the sender's send() gets ENOBUFS, the sender counts
+`tx_dropped`, the receiver `rx_dropped`, and the kernel says `kfree_skb NOT_SPECIFIED` on
+the sender. A frame of exactly MTU + 18 bytes (1518 into MTU 1500) goes through.
 
 Kernels before 5.18 (5.10) have no multi-buffer XDP, probed from the BPF helpers in their BTF
 (no bpf_xdp_get_buff_len): a frags program does not load there, a plain one is refused
@@ -34,7 +35,7 @@ import struct
 import pytest
 
 from lab.btf import kernel_helper
-from lab.counters import assert_counters, veth_hop
+from lab.counters import assert_counters, merge, veth_hop
 from lab.features import kernel_symbol
 from lab.errors import DataplaneError, LabError, XdpError
 from lab.fates import assert_fates, fates_before
@@ -109,18 +110,26 @@ SMALL = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", mtu=3000),     
 @pytest.mark.expect_drops
 @pytest.mark.parametrize("lab_topology", [SMALL], ids=["3000-into-1500"])
 def test_frames_above_the_receivers_mtu_never_reach_the_program(lab, xdp_program, xdp_mode):
-    """veth1 (MTU 3000) sends 2000-byte frames to veth0 (MTU 1500): veth drops them on the way
-    (dev_forward_skb: not forwardable), before any XDP program of veth0 sees them."""
+    """veth1 (MTU 3000) sends frames of 1518 (MTU + 18), 1519 and 2000 bytes to veth0 (MTU
+    1500): veth forwards the first and drops the others on the way (dev_forward_skb: not
+    forwardable), before any XDP program of veth0 sees them."""
     prog = xdp_program(PLAIN)
     prog.attach(lab.iface("fwd/veth0"), xdp_mode)
     tap = lab.capture("fwd/veth0")
     before, fates = lab.snapshot(), fates_before(lab)
     port = lab.port("net1/veth1")
-    for _ in range(EACH):
-        with pytest.raises(DataplaneError) as dropped:
-            port.send(sized(lab, 2000))
-        assert dropped.value.errno == errno.ENOBUFS and "larger than its peer's MTU + 14" in str(dropped.value)
-    tap.expect_none()
-    assert not any(n for _, n in prog.map("rx_queue").items() if int.from_bytes(n, "little")), "the program saw none"
-    assert_counters(before, {"net1/veth1": {"tx_dropped": EACH}, "fwd/veth0": {"rx_dropped": EACH}})
-    assert_fates(fates, {"net1/veth1": {"kfree_skb NOT_SPECIFIED": EACH}})
+    fits = sized(lab, 1500 + 18)
+    port.send(fits, count=EACH)
+    for size in (1500 + 19, 2000):
+        for _ in range(EACH):
+            with pytest.raises(DataplaneError) as dropped:
+                port.send(sized(lab, size))
+            assert dropped.value.errno == errno.ENOBUFS and "larger than its peer's MTU + 18" in str(dropped.value)
+    tap.expect(fits, count=EACH)        # what the program passed: the frames that fit, and only those
+    tap.expect_no_other()
+    seen = {struct.unpack("<I", k)[0]: struct.unpack("<Q", v)[0] for k, v in prog.map("rx_queue").items()}
+    assert {q: n for q, n in seen.items() if n} == {0: EACH}, "the program saw the frames that fit, no other"
+    assert_counters(before, merge(veth_hop(xdp_mode, EACH, EACH * len(bytes(fits))),
+                                  {"net1/veth1": {"tx_dropped": 2 * EACH}, "fwd/veth0": {"rx_dropped": 2 * EACH}}))
+    assert_fates(fates, {"net1/veth1": {"kfree_skb NOT_SPECIFIED": 2 * EACH},
+                         "fwd/veth0": {"kfree_skb IP_INADDRERRORS": EACH}})

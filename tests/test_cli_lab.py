@@ -63,8 +63,8 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
         assert r.returncode == 0 and "sent 3 udp frame(s) of 56 bytes from net1/veth1" in r.stdout, r.stderr
         r = lab("send", "net1/veth1", "--lab", name, "--to", "192.168.0.1", "--queue", "1")
         assert r.returncode == 1 and r.stderr.strip().endswith(
-            "send on net1/veth1 tx queue 1: net1/veth1 has 1 tx queue(s) (0-0); give its end tx_queues=2 or more "
-            "(queues=N sets both)"), r.stderr
+            "send on net1/veth1 tx queue 1: net1/veth1 has 1 tx queue(s); send on queue 0, or give its end "
+            "tx_queues=2 or more (queues=N sets both)"), r.stderr
         out, _ = cap.communicate(timeout=30)
         assert "3 frame(s) received, 0 dropped by the capture" in out, out
         pcap = subprocess.run(["tcpdump", "-nn", "-e", "-r", str(tmp_path / "out.pcap")], capture_output=True,

@@ -94,6 +94,13 @@ def test_send_on_a_queue_steers_every_frame_and_puts_xps_and_affinity_back(lab, 
         assert [open(f).read() for f in xps] == masks and os.sched_getaffinity(0) == cpus
     with pytest.raises(DataplaneError) as e:
         port.send(raw, queue=3)
-    assert str(e.value) == ("send on a/v0 tx queue 3: a/v0 has 3 tx queue(s) (0-2); "
-                            "give its end tx_queues=4 or more (queues=N sets both)")
+    assert str(e.value) == ("send on a/v0 tx queue 3: a/v0 has 3 tx queue(s); "
+                            "send on queue 0 to 2, or give its end tx_queues=4 or more (queues=N sets both)")
+    for bad, why in ((-1, "a/v0 has 3 tx queue(s); send on queue 0 to 2"),
+                     ("1", "'1' is not a queue number; give queue=N, an int from 0"),
+                     (1.0, "1.0 is not a queue number; give queue=N, an int from 0"),
+                     (True, "True is not a queue number; give queue=N, an int from 0")):
+        with pytest.raises(DataplaneError) as e:
+            port.send(raw, queue=bad)
+        assert str(e.value) == f"send on a/v0 tx queue {bad!r}: {why}"
     assert [open(f).read() for f in xps] == masks and os.sched_getaffinity(0) == cpus

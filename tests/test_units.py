@@ -324,3 +324,16 @@ def test_fates_are_compared_in_what_this_kernel_can_say():
     new = Fates(counts={dropped: 30})
     assert new.as_this_kernel_says(expected) == {k: dict(v) for k, v in expected.items()}
     assert new.mismatches(expected) != []
+
+
+def test_a_new_kernel_taint_is_a_change_of_the_host():
+    from lab import host
+    """A scenario that provokes a kernel WARNING (test_queues.py once did: generic XDP on an
+    rx queue the device lacks) taints the kernel: the session's host check names it."""
+    base = {"links": {}, "sysctls": {}, "bpffs": {}, "addresses": [], "routes": []}
+    assert host.differences({**base, "tainted": 0}, {**base, "tainted": 512}) == \
+        ["kernel taint: none -> W (W: a kernel WARNING: see dmesg)"]
+    assert host.differences({**base, "tainted": 512}, {**base, "tainted": 512 | 128}) == \
+        ["kernel taint: W -> DW (D: a kernel oops: see dmesg)"]
+    assert host.differences({**base, "tainted": 512 | 4096}, {**base, "tainted": 512}) == [], \
+        "only new flags count: a flag the kernel had before is not this session's doing"
