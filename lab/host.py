@@ -14,7 +14,8 @@ SYSCTL_ROOT = "/proc/sys/net"
 BPFFS = "/sys/fs/bpf"
 VOLATILE = ("nf_conntrack_count", "base_reachable_time", "flush", "stable_secret")
 TAINTED = "/proc/sys/kernel/tainted"
-TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"      # bit i -> letter, as the kernel prints them (Documentation/admin-guide/tainted-kernels.rst)
+# bit i -> letter, as the kernel prints them (Documentation/admin-guide/tainted-kernels.rst)
+TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
 TAINT_WHY = {"W": "a kernel WARNING: see dmesg", "D": "a kernel oops: see dmesg", "L": "a soft lockup: see dmesg"}
 
 
