@@ -80,4 +80,22 @@ int xdp_tx_back(struct xdp_md *ctx)
     return XDP_TX;
 }
 
+/* A 3 that is not a verdict: a subprogram's return value used as a map key. The main
+ * function returns XDP_PASS; the XDP_TX preflight must not mistake this for XDP_TX. */
+static __attribute__((noinline)) int tx_slot(struct xdp_md *ctx)
+{
+    return ctx->data_end - ctx->data > 100 ? 3 : 1;
+}
+
+SEC("xdp")
+int xdp_pass_counting(struct xdp_md *ctx)
+{
+    __u32 slot = tx_slot(ctx);
+    __u64 *n = bpf_map_lookup_elem(&ring_cnt, &slot);
+
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return XDP_PASS;
+}
+
 char _license[] SEC("license") = "GPL";

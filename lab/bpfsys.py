@@ -180,14 +180,49 @@ def prog_xlated(fd: int) -> bytes:
     return buf.raw[:info2.xlated_prog_len]
 
 
-def sets_return_value(insns: bytes, value: int) -> int | None:
-    """The index of the first instruction that moves the constant `value` into r0 (the
-    register a program returns), or None. A program that computes its verdict in another
-    register is not seen: this finds the plain `return XDP_TX;`."""
-    for i in range(0, len(insns) - 7, 8):
-        code, regs = insns[i], insns[i + 1]
-        if code in (0xB7, 0xB4) and regs & 0x0F == 0 and int.from_bytes(insns[i + 4:i + 8], "little", signed=True) == value:
-            return i // 8                # BPF_MOV | BPF_K, 64- or 32-bit, into r0
+def prog_main_length(fd: int) -> int | None:
+    """How many xlated instructions the program's main function has, before its first
+    subprogram (None: the program carries no BTF function info, so its subprograms are not
+    known)."""
+    info = _ProgInfo()
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
+    if not info.nr_func_info:
+        return None
+    recs = (ctypes.c_uint32 * (2 * info.nr_func_info))()     # struct bpf_func_info {insn_off, type_id}
+    info2 = _ProgInfo(nr_func_info=info.nr_func_info, func_info_rec_size=8, func_info=ctypes.addressof(recs))
+    _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
+    return recs[2] if info.nr_func_info > 1 else len(prog_xlated(fd)) // 8
+
+
+def returns_constant(insns: bytes, value: int, end: int | None = None) -> int | None:
+    """The index of an instruction `r0 = value` from which straight-line code (unconditional
+    jumps followed; no call, no other write to r0) reaches `exit`, within the first `end`
+    instructions (the main function: a subprogram's `return 3` is not the program's): the
+    plain `return XDP_TX;`, or None. Conservative: a verdict that depends on a branch taken
+    after it, or computed in another register, is not seen."""
+    n = len(insns) // 8 if end is None else min(end, len(insns) // 8)
+
+    def insn(i: int) -> tuple[int, int, int, int]:
+        code, regs = insns[8 * i], insns[8 * i + 1]
+        return code, regs & 0x0F, int.from_bytes(insns[8 * i + 2:8 * i + 4], "little", signed=True), \
+            int.from_bytes(insns[8 * i + 4:8 * i + 8], "little", signed=True)
+
+    for i in range(n):
+        code, dst, _, imm = insn(i)
+        if code not in (0xB7, 0xB4) or dst != 0 or imm != value:     # BPF_MOV | BPF_K, 64- or 32-bit, into r0
+            continue
+        j, steps = i + 1, 0
+        while 0 <= j < n and steps < 256:
+            code, dst, off, _ = insn(j)
+            cls = code & 0x07
+            if code == 0x95:                                         # exit: r0 is the verdict
+                return i
+            if code == 0x05:                                         # ja: follow it
+                j, steps = j + 1 + off, steps + 1
+                continue
+            if cls in (0x05, 0x06) or (cls in (0x00, 0x01, 0x04, 0x07) and dst == 0):
+                break                                                # a branch, a call, or r0 written
+            j, steps = j + (2 if code == 0x18 else 1), steps + 1     # ld_imm64 takes two slots
     return None
 
 

@@ -188,6 +188,24 @@ def kernel_helper(name: str) -> bool | None:
     return None if helpers is None else f"BPF_FUNC_{name}" in helpers
 
 
+def kernel_function_params(name: str) -> list[str] | None:
+    """The parameter names of kernel function `name`, from the running kernel's BTF (None:
+    no BTF, or no such function there: inlined, renamed, or not in this kernel)."""
+    from .elf import libbpf
+    lib = libbpf()
+    try:
+        with vmlinux() as btf:
+            fid = lib.btf__find_by_name_kind(btf, name.encode(), FUNC)
+            if fid <= 0:
+                return None
+            proto = lib.btf__type_by_id(btf, type_words(lib.btf__type_by_id(btf, fid), 3)[2])
+            vlen = type_words(proto, 3)[1] & 0xFFFF
+            words = type_words(proto + 12, 2 * vlen)        # struct btf_param {name_off, type}
+            return [(lib.btf__name_by_offset(btf, words[2 * i]) or b"").decode() for i in range(vlen)]
+    except OSError:
+        return None
+
+
 def kernel_struct_size(name: str) -> int | None:
     """sizeof(struct `name`) in the running kernel, from its BTF (None: unknown)."""
     from .elf import libbpf

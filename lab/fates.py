@@ -28,7 +28,7 @@ import os
 import struct
 import time
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -460,12 +460,20 @@ class Fates:
     missing: dict[str, str] = field(default_factory=dict)
     kept: dict[tuple[int, int], int] = field(default_factory=dict)   # frames recorded per device so far
     lab: Any = field(default=None, compare=False, repr=False)        # where to read them again
+    # per Fate, how many times the kernel reported it (tracepoint hits: one per batch where a
+    # tracepoint reports a batch, as xdp_cpumap_kthread and xdp_devmap_xmit do)
+    events: dict[Fate, int] = field(default_factory=dict, compare=False)
 
     def __sub__(self, before: "Fates") -> "Fates":
         counts = {f: n - before.counts.get(f, 0) for f, n in self.counts.items() if n != before.counts.get(f, 0)}
         frames = [f for f in self.frames if f.index >= before.kept.get(f.dev, 0)]
         lost = {k: n - before.lost.get(k, 0) for k, n in self.lost.items() if n != before.lost.get(k, 0)}
-        return Fates(counts, frames, lost, self.missing, self.kept, self.lab)
+        events = {f: n - before.events.get(f, 0) for f, n in self.events.items() if n != before.events.get(f, 0)}
+        return Fates(counts, frames, lost, self.missing, self.kept, self.lab, events)
+
+    def reports(self, where: str, label: str) -> int:
+        """How many times the kernel reported `label` at `where` (see `events`)."""
+        return sum(n for f, n in self.events.items() if f.where == where and f.label == label)
 
     def mapping(self) -> dict[str, dict[str, int]]:
         """{where: {label: frames}}: the form `assert_fates` compares."""
@@ -550,9 +558,11 @@ def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
     rec.consume()
     names = _Names(lab, rec.kernel)
     counts: dict[Fate, int] = {}
-    for key, (_events, frames, drops) in rec.counts().items():
+    reports: dict[Fate, int] = {}
+    for key, (events, frames, drops) in rec.counts().items():
         for fate, n in names.fates(key, frames, drops):
             counts[fate] = counts.get(fate, 0) + n
+            reports[fate] = reports.get(fate, 0) + events
     dropped = []
     kept = {}
     for dev in names.devices:
@@ -570,7 +580,7 @@ def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
             fate = Fate(c.iface.key, "af_packet", "tp_drops", ends=True)
             counts[fate] = counts.get(fate, 0) + c.drops
     lost = {(RING_LOST if k == 0 else f"{EVENTS[k][0]} events"): n for k, n in rec.lost().items()}
-    return Fates(counts, dropped, lost, dict(rec.kernel.missing), kept, lab)
+    return Fates(counts, dropped, lost, dict(rec.kernel.missing), kept, lab, reports)
 
 
 class _Names:
@@ -685,6 +695,18 @@ def assert_fates(before: Fates | None, expected: Mapping[str, Mapping[str, int]]
         raise AssertionError("the kernel's fates differ from the expectation:\n  " + "\n  ".join(bad) +
                              "\nwhat the kernel reported:\n" + d.table() + "\ndropped frames:\n" + d.by_send())
     return d
+
+
+def fates_when(before: Fates, done: "Callable[[Fates], bool]", timeout: float = 2.0) -> Fates:
+    """The fates since `before`, re-read until `done(fates)` holds (the books of frames the
+    kernel handles out of line, a cpumap's kthread say, balance) or the liveness bound passes
+    (`timeout`, times the machine's pace); the caller asserts on what it returns."""
+    deadline = time.monotonic() + scaled(timeout)
+    while True:
+        d = before.lab.fates() - before
+        if done(d) or time.monotonic() > deadline:
+            return d
+        time.sleep(0.005)
 
 
 def fates_before(lab: "Lab") -> Fates | None:

@@ -110,6 +110,26 @@ def generic_refuses_map_programs() -> bool:
     return kernel_symbol("dev_map_can_have_prog")
 
 
+def generic_cpumap() -> bool:
+    """Can generic (skb) XDP redirect into a cpumap (Linux 5.15, cpu_map_generic_redirect)?
+    Before, the redirect fails with EBADRQC whatever the map's values ("TODO: Handle
+    BPF_MAP_TYPE_CPUMAP" in xdp_do_generic_redirect_map)."""
+    return kernel_symbol("cpu_map_generic_redirect")
+
+
+def cpumap_skb_batch_bug() -> bool:
+    """Does a cpumap entry's program, run on skbs (generic XDP redirected them), skip the rest
+    of the kthread's batch (up to 8) after the first skb it drops or redirects? From 5.15
+    cpu_map_bpf_prog_run_skb(rcpu, listp, stats) returned from its loop there, and the rest of
+    the batch went up the stack unseen; the skb path rewritten to take an array, (rcpu, skbs,
+    skb_n, stats), runs the program on every skb. Probed from the function's parameters in the
+    BTF; where the kernel inlined it (Debian's 6.1) the list form is assumed, as every kernel
+    before the rewrite has it."""
+    from .btf import kernel_function_params
+    return generic_cpumap() and \
+        kernel_function_params("cpu_map_bpf_prog_run_skb") != ["rcpu", "skbs", "skb_n", "stats"]
+
+
 def devmap_broadcast() -> bool:
     """Does bpf_redirect_map() take BPF_F_BROADCAST (Linux 5.14)? It came with
     dev_map_enqueue_multi; before it, a flag above XDP_TX makes the helper return XDP_ABORTED."""

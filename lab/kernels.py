@@ -15,6 +15,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,12 +229,15 @@ def _finding(result: dict[str, Any], test: str) -> str:
 def main(kernels: list[str], pytest_args: list[str], host: bool, kvm: str, budget: float = 3600.0) -> int:
     out_root = ROOT / ".lab-kernels"
     use_kvm = kvm == "on" or (kvm == "auto" and kvm_usable())
+    found = [find_kernel(series) for series in kernels]       # every kernel there, before an hour of work
+    if found and not shutil.which("vng", path=f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}"):
+        raise LabError("boot a kernel VM", "virtme-ng (vng) is not installed",
+                       f"install it: scripts/bootstrap-kernels.sh {' '.join(kernels)} (make kernels does)")
     results = []
     if host:
         print(f"  host kernel {platform.release()}: pytest {' '.join(pytest_args)}", file=sys.stderr, flush=True)
         results.append(run_host(pytest_args, out_root / "host"))
-    for series in kernels:
-        version, image = find_kernel(series)
+    for version, image in found:
         print(f"  VM on {version} ({'KVM' if use_kvm else 'software emulation'}): pytest {' '.join(pytest_args)}",
               file=sys.stderr, flush=True)
         results.append(run_vm(version, image, pytest_args, out_root / version, use_kvm, budget))

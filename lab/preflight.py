@@ -70,7 +70,7 @@ def _tx_back(lab: "Lab", prog: object, iface: "Interface") -> list[str]:
     fd = getattr(prog, "fd", None)
     if fd is None:
         return []
-    at = bpfsys.sets_return_value(bpfsys.prog_xlated(fd), XDP_TX)
+    at = bpfsys.returns_constant(bpfsys.prog_xlated(fd), XDP_TX, bpfsys.prog_main_length(fd))
     if at is None:
         return []
     try:

@@ -279,12 +279,16 @@ class XdpProgram:
                     and m.info.type in ("devmap", "devmap_hash", "cpumap")]
         if not blocking:
             return e
+        from .features import generic_cpumap
         names = ", ".join(f"{m.name} (a {m.info.type} with {m.info.value_size}-byte values)" for m in blocking)
+        if any(m.info.type == "cpumap" for m in blocking) and not generic_cpumap():
+            fix = ("attach in drv mode: before 5.15 generic XDP cannot redirect into a cpumap at all, whatever its "
+                   "values (EBADRQC; no cpu_map_generic_redirect in this kernel)")
+        else:
+            fix = "give the map 4-byte values (the ifindex, or the queue size, alone), or attach in drv mode"
         return XdpError(f"attach xdp program {self.name} to {iface.key} in skb mode",
                         f"{GENERIC_REFUSES} a program using {names}: entries that can carry a "
-                        "program of their own (EINVAL; Linux 5.8 to 5.14)",
-                        "give the map 4-byte values (the ifindex, or the queue size, alone), or attach in drv mode",
-                        errno=errno.EINVAL, objects=(iface,))
+                        "program of their own (EINVAL; Linux 5.8 to 5.14)", fix, errno=errno.EINVAL, objects=(iface,))
 
     def close(self) -> None:
         errors = close_each(self.attachments)

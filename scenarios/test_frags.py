@@ -37,7 +37,7 @@ import pytest
 from lab.btf import kernel_helper
 from lab.counters import assert_counters, merge, veth_hop
 from lab.features import kernel_symbol
-from lab.errors import DataplaneError, LabError, XdpError
+from lab.errors import CompileError, DataplaneError, XdpError
 from lab.fates import assert_fates, fates_before
 from lab.packets import udp_frame
 from lab.programs import PACKAGE_BPF, Program
@@ -72,7 +72,8 @@ def test_native_attach_needs_a_frags_program_above_the_single_buffer_limit(lab, 
     if not MULTI_BUFFER:
         with pytest.raises(XdpError, match=f"Peer MTU is too large to set XDP .*at most {veth_xdp_max_mtu()} on"):
             xdp_program(PLAIN).attach(lab.iface("fwd/veth0"), "drv")
-        with pytest.raises(LabError):       # SEC("xdp.frags"): BPF_F_XDP_HAS_FRAGS, and the helper, are unknown
+        # SEC("xdp.frags"): BPF_F_XDP_HAS_FRAGS, and the helper, are unknown: the object does not load
+        with pytest.raises(CompileError, match=r"^load frags\.bpf\.o: "):
             xdp_program(FRAGS, "xdp_len_frags")
         return
     plain = xdp_program(FRAGS, "xdp_len")

@@ -337,3 +337,38 @@ def test_a_new_kernel_taint_is_a_change_of_the_host():
         ["kernel taint: W -> DW (D: a kernel oops: see dmesg)"]
     assert host.differences({**base, "tainted": 512 | 4096}, {**base, "tainted": 512}) == [], \
         "only new flags count: a flag the kernel had before is not this session's doing"
+
+
+def test_the_xdp_tx_check_reads_the_returned_verdict_only():
+    """bpfsys.returns_constant: `r0 = 3` counts only where straight-line code (and `ja`)
+    takes it to `exit` inside the main function."""
+    from lab.bpfsys import returns_constant
+
+    def ins(code: int, dst: int = 0, off: int = 0, imm: int = 0) -> bytes:
+        return bytes([code, dst]) + off.to_bytes(2, "little", signed=True) + imm.to_bytes(4, "little", signed=True)
+    mov_r0_3, mov_r0_2, exit_ = ins(0xB7, 0, imm=3), ins(0xB7, 0, imm=2), ins(0x95)
+    assert returns_constant(mov_r0_3 + exit_, 3) == 0
+    assert returns_constant(ins(0xB4, 0, imm=3) + ins(0xB7, 1, imm=7) + exit_, 3) == 0, "32-bit mov; r1 untouched r0"
+    assert returns_constant(mov_r0_3 + ins(0x05, off=1) + mov_r0_2 + exit_, 3) == 0, "ja over another verdict"
+    assert returns_constant(mov_r0_3 + mov_r0_2 + exit_, 3) is None, "r0 written again before exit"
+    assert returns_constant(mov_r0_3 + ins(0x85, imm=1) + exit_, 3) is None, "a call clobbers r0"
+    assert returns_constant(mov_r0_3 + ins(0x25, 1, off=1, imm=100) + mov_r0_2 + exit_, 3) is None, "a branch"
+    assert returns_constant(ins(0xB7, 1, imm=3) + exit_, 3) is None, "3 in r1 is not the verdict"
+    assert returns_constant(mov_r0_2 + exit_ + mov_r0_3 + exit_, 3, end=2) is None, "a subprogram's return 3"
+    assert returns_constant(mov_r0_2 + exit_ + mov_r0_3 + exit_, 3) == 2
+
+
+def test_the_kernel_matrix_checks_every_kernel_and_vng_before_it_starts(tmp_path, monkeypatch):
+    from lab import kernels
+    ran = []
+    monkeypatch.setattr(kernels, "run_host", lambda *a: ran.append("host"))
+    monkeypatch.setattr(kernels, "ROOT", tmp_path)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.setattr(kernels, "find_kernel", lambda s: (f"{s}.0-1-amd64", "/boot/x") if s != "4.19" else
+                        (_ for _ in ()).throw(LabError("find kernel 4.19", "no /boot/vmlinuz-4.19", "fetch it")))
+    with pytest.raises(LabError, match="find kernel 4.19"):
+        kernels.main(["6.1", "4.19"], [], host=True, kvm="off")
+    with pytest.raises(LabError, match=r"boot a kernel VM: virtme-ng \(vng\) is not installed; install it: "
+                                       r"scripts/bootstrap-kernels.sh 6.1 \(make kernels does\)"):
+        kernels.main(["6.1"], [], host=True, kvm="off")
+    assert ran == [], "nothing ran: the host's hour of scenarios is not spent before a missing kernel shows"
