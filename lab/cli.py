@@ -495,7 +495,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=port, default=5678, help="UDP destination port")
     p.add_argument("--count", type=positive, default=1, help="how many (default 1)")
     p.add_argument("--queue", type=queue, help="the transmit queue to send on (its veth peer receives on the same "
-                                               "queue in drv mode); default: where the flow hashes to")
+                                               "queue in drv mode; a program in skb mode sees rx_queue_index "
+                                               "queue-1, 0 for queues 0 and 1); default: where the flow hashes to")
     p.add_argument("--lab", **lab_arg)
     p.set_defaults(func=_send)
     p = sub.add_parser("capture", help="show or save what an interface of the lab receives",

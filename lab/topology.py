@@ -54,6 +54,11 @@ class End:
 
     def __post_init__(self) -> None:
         if isinstance(self.queues, int) and not isinstance(self.queues, bool):
+            if (self.rx_queues, self.tx_queues) != (1, 1) and (self.rx_queues, self.tx_queues) != (self.queues,) * 2:
+                raise TopologyError(f"set queues of {self.ns}/{self.name}",
+                                    f"queues={self.queues} and rx_queues={self.rx_queues}, "
+                                    f"tx_queues={self.tx_queues} disagree", "give queues=N alone, or "
+                                    "rx_queues and tx_queues")
             object.__setattr__(self, "rx_queues", self.queues)
             object.__setattr__(self, "tx_queues", self.queues)
 

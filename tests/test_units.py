@@ -372,3 +372,11 @@ def test_the_kernel_matrix_checks_every_kernel_and_vng_before_it_starts(tmp_path
                                        r"scripts/bootstrap-kernels.sh 6.1 \(make kernels does\)"):
         kernels.main(["6.1"], [], host=True, kvm="off")
     assert ran == [], "nothing ran: the host's hour of scenarios is not spent before a missing kernel shows"
+
+
+def test_queue_counts_that_disagree_are_refused():
+    with pytest.raises(TopologyError, match=r"^set queues of fwd/veth0: queues=2 and rx_queues=4, tx_queues=1 "
+                                            r"disagree; give queues=N alone, or rx_queues and tx_queues$"):
+        End("fwd", "veth0", queues=2, rx_queues=4)
+    assert (End("fwd", "veth0", queues=4).rx_queues, End("fwd", "veth0", queues=4).tx_queues) == (4, 4)
+    assert End("fwd", "veth0", queues=3, rx_queues=3, tx_queues=3).rx_queues == 3
