@@ -26,7 +26,7 @@ def test_a_socket_program_is_not_an_xdp_program():
     with pytest.raises(CompileError, match=r"use not_xdp.bpf.o:sock_filter_all as an XDP program: not an XDP "
                                            r"program: section 'socket', type socket_filter; give a SEC\(\"xdp\"\)"):
         XdpProgram(PACKAGE_BPF / "not_xdp.bpf.o", "sock_filter_all")
-    with pytest.raises(CompileError, match=r"choose a program in ring.bpf.o: it has 5 XDP programs \(xdp_ring_0, "):
+    with pytest.raises(CompileError, match=r"choose a program in ring.bpf.o: it has 6 XDP programs \(xdp_ring_0, "):
         XdpProgram(str(PACKAGE_BPF / "ring.bpf.o"))
     with pytest.raises(CompileError, match="find program nope in ring.bpf.o: no such function; use one of xdp_ring_0"):
         XdpProgram(f"{PACKAGE_BPF / 'ring.bpf.o'}:nope")
