@@ -40,9 +40,15 @@ SIZES = (64, 512, 1500)
 PAIR = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24"),
                       End("fwd", "veth0", "02:00:00:00:01:01", "192.168.1.1/24")),), name="bench-pair")
 
-KEYS = ("lab_setup_ms", "ip_script_ms", "compile_ms", "attach_ms", "inject_pps", "scapy_sendp_pps",
-        "capture_pps", "capture_drops", "fwd_mpps_skb", "fwd_mpps_drv", "drop_mpps", "fates_overhead_pct",
-        "suite_serial_s", "suite_parallel_s")
+KEYS = ("lab_setup_ms", "ip_script_ms", "cli_updown_ms", "compile_ms", "attach_ms", "inject_pps",
+        "scapy_sendp_pps", "capture_pps", "capture_drops", "fwd_mpps_skb", "fwd_mpps_drv", "drop_mpps",
+        "fates_overhead_pct", "suite_serial_s", "suite_parallel_s", "scenario_median_ms", "scenario_p95_ms")
+# the two-namespace lab of cli_updown_ms: the shape of xdp-tutorial's `testenv.sh setup`
+UPDOWN_LAB = """name = "bench-updown"
+[[veth]]
+a = { ns = "h1", name = "veth1", mac = "02:00:0a:00:00:01", ip = "10.0.0.1/24" }
+b = { ns = "h2", name = "veth2", mac = "02:00:0a:00:00:02", ip = "10.0.0.2/24" }
+"""
 
 
 def median_of(reps: int, fn: Callable[[], float]) -> float:
@@ -234,19 +240,43 @@ def fates_overhead_pct(repeat: int) -> tuple[float, float, float]:
     return off, on_, 100 * (off - on_) / off
 
 
-def suite_s(parallel: bool) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
-    args = [sys.executable, "-m", "pytest", "-q", "scenarios/", *(["-n", "2"] if parallel else ["-n0"])]
+def cli_updown_ms(lab_file: str) -> float:
+    """`python -m lab up FILE` + `python -m lab down`, as a user types them: whole processes."""
     t = time.perf_counter()
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
+    for args in (["up", lab_file], ["down", "--lab", "bench-updown"]):
+        r = subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True,
+                           env=_child_env())
+        if r.returncode != 0:
+            subprocess.run([sys.executable, "-m", "lab", "down", "--lab", "bench-updown"], cwd=ROOT,
+                           capture_output=True, env=_child_env())
+            raise RuntimeError(f"bench: python -m lab {' '.join(args)} failed: {r.stderr.strip()}")
+    return (time.perf_counter() - t) * 1e3
+
+
+def _child_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
+
+
+def suite_s(parallel: bool, suite: list[str], junit: str | None = None) -> float:
+    args = [sys.executable, "-m", "pytest", "-q", *suite, *(["-n", "2"] if parallel else ["-n0"]),
+            *([f"--junitxml={junit}"] if junit else [])]
+    t = time.perf_counter()
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=_child_env())
     if r.returncode != 0:
         raise RuntimeError(f"bench: the scenario suite failed:\n{r.stdout[-2000:]}")
     return time.perf_counter() - t
 
 
+def scenario_ms(junit: str) -> list[float]:
+    """Each scenario's setup + call + teardown (pytest's JUnit `time`), in ms, sorted."""
+    import xml.etree.ElementTree as ET
+    return sorted(float(c.get("time", "0")) * 1e3 for c in ET.parse(junit).getroot().iter("testcase"))
+
+
 # --- the run -----------------------------------------------------------------------------------
 
-def run(quick: bool) -> dict[str, Any]:
+def run(quick: bool, suite: list[str] | None = None) -> dict[str, Any]:
+    suite = suite or ["scenarios/"]
     reps = 3 if quick else 9
     res: dict[str, Any] = {}
     program_fd(L2FWD)             # warm the cache: lab_setup_ms attaches "from the compile cache"
@@ -266,6 +296,10 @@ def run(quick: bool) -> dict[str, Any]:
     finally:
         subprocess.run(["umount", pin_dir], check=False)
         os.rmdir(pin_dir)
+    progress("lab up + lab down as commands")
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "updown.toml").write_text(UPDOWN_LAB)
+        res["cli_updown_ms"] = median_of(reps, lambda: cli_updown_ms(str(Path(d) / "updown.toml")))
     progress("compile and attach")
     res["compile_ms"] = median_of(1 if quick else 3, compile_ms)
     drop = XdpProgram(XDP_DROP)
@@ -293,10 +327,16 @@ def run(quick: bool) -> dict[str, Any]:
     res["fwd_mpps_drv_fates_on"] = statistics.median(p[1] for p in pairs)
     res["fates_overhead_pct"] = statistics.median(p[2] for p in pairs)
     progress("the scenario suite, serial and -n 2")
-    res["suite_serial_s"] = median_of(1 if quick else 3, lambda: suite_s(False))
-    res["suite_parallel_s"] = median_of(1 if quick else 3, lambda: suite_s(True))
+    with tempfile.TemporaryDirectory() as d:      # each scenario's time, from the first serial run
+        junit = str(Path(d) / "serial.xml")
+        serial = [suite_s(False, suite, junit)] + [suite_s(False, suite) for _ in range(0 if quick else 2)]
+        per_scenario = scenario_ms(junit)
+    res["suite_serial_s"] = statistics.median(serial)
+    res["scenario_median_ms"] = statistics.median(per_scenario)
+    res["scenario_p95_ms"] = per_scenario[min(len(per_scenario) - 1, int(0.95 * len(per_scenario)))]
+    res["suite_parallel_s"] = median_of(1 if quick else 3, lambda: suite_s(True, suite))
     res["machine"] = {"cores": os.cpu_count(), "kernel": platform.release(), "quick": quick,
-                      "date": time.strftime("%Y-%m-%d")}
+                      "date": time.strftime("%Y-%m-%d"), "suite": suite}
     res["targets"] = targets(res)
     return res
 
@@ -309,7 +349,10 @@ def targets(r: dict[str, Any]) -> dict[str, bool]:
         "capture_drops == 0": r["capture_drops"] == 0,
         "fwd_mpps_drv >= 0.5 * drop_mpps": r["fwd_mpps_drv"] >= 0.5 * r["drop_mpps"],
         "fates_overhead_pct < 10": r["fates_overhead_pct"] < 10,
-        "suite_parallel_s <= 0.65 * suite_serial_s": r["suite_parallel_s"] <= 0.65 * r["suite_serial_s"],
+        "suite_parallel_s <= 0.6 * suite_serial_s": r["suite_parallel_s"] <= 0.6 * r["suite_serial_s"],
+        "scenario_median_ms <= ip_script_ms": r["scenario_median_ms"] <= r["ip_script_ms"],
+        "scenario_p95_ms <= 250": r["scenario_p95_ms"] <= 250,
+        "cli_updown_ms <= 200": r["cli_updown_ms"] <= 200,
     }
 
 
@@ -325,7 +368,8 @@ def table(r: dict[str, Any]) -> str:
     rows.append("")
     rows += [f"{'met ' if ok else 'MISSED'}  {t}" for t, ok in r["targets"].items()]
     m = r["machine"]
-    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'quick' if m['quick'] else 'full'} run, {m['date']}")
+    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'quick' if m['quick'] else 'full'} run, {m['date']}, "
+                f"suite {' '.join(m.get('suite', ['scenarios/']))}")
     return "\n".join(rows)
 
 
@@ -348,8 +392,8 @@ def plot(r: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def main(quick: bool, json_path: str | None, plot_path: str | None) -> int:
-    r = run(quick)
+def main(quick: bool, json_path: str | None, plot_path: str | None, suite: list[str] | None = None) -> int:
+    r = run(quick, suite)
     print(table(r))
     if json_path:
         Path(json_path).write_text(json.dumps(r, indent=2) + "\n")
