@@ -16,7 +16,7 @@ What the kernel did (Linux 6.18; CPU is 1 on a machine with two CPUs or more):
 |---|---|---|---|
 | skb, drv | qsize 2048 | all, on CPU | `xdp_cpumap_enqueue -> cpu N` ×N, `xdp_cpumap_kthread on cpu N` ×N, then fwd's stack drops them |
 | drv; skb where the entry's program sees every skb (6.18) | qsize 2048, xdp_cpu_drop on the entry | none | `xdp_cpumap_kthread XDP_DROP on cpu N` ×N: no interface counter says so |
-| skb where cpu_map_bpf_prog_run_skb has the list form (6.1, 6.12) | qsize 2048, xdp_cpu_drop on the entry | all but one per kthread batch | `xdp_cpumap_kthread XDP_DROP on cpu N` ×B in B reports (one per batch of at most 8), the other N-B delivered to fwd's stack |
+| skb where cpu_map_bpf_prog_run_skb has the list form (6.1, 6.12) | qsize 2048, xdp_cpu_drop on the entry | all but one per kthread batch (none where the kthread takes one skb at a time) | `xdp_cpumap_kthread XDP_DROP on cpu N` ×B in B reports (one per batch of at most 8), the other N-B delivered to fwd's stack |
 | drv | qsize 8, a burst | some | `xdp_cpumap_enqueue drops -> cpu N` ×D, and no interface counter says so |
 | skb | qsize 8, a burst | some | as drv, and each drop also as `xdp_redirect_err ENOSPC` and `kfree_skb XDP` |
 
@@ -127,9 +127,10 @@ def test_a_program_on_the_cpumap_entry_runs_first_on_that_cpu(lab, steer, xdp_mo
     assert dropped + delivered == N, f"dropped by the program or delivered, each frame once: {said}"
     assert said.get(d.as_said("kfree_skb IP_INADDRERRORS"), 0) == delivered, said
     if xdp_mode == "skb" and cpumap_skb_batch_bug():
+        # how many skbs a batch holds is timing (a kthread that keeps up takes one at a time,
+        # and then drops them all); one drop per batch is the kernel's rule either way
         assert dropped == batches >= -(-N // CPUMAP_BATCH), \
             f"one drop per kthread batch of at most {CPUMAP_BATCH}: {dropped} dropped in {batches} batches"
-        assert delivered > 0
     else:
         assert dropped == N and delivered == 0, f"{xdp_mode}: the entry's program sees every frame: {said}"
 
