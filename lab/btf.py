@@ -9,12 +9,14 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import struct
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 from dataclasses import dataclass
 
 from . import bpfsys
 from .maps import Field, Layout
+
+T = TypeVar("T")
 
 INT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF, VOLATILE, CONST, RESTRICT = range(1, 12)
 FUNC, FUNC_PROTO, VAR, DATASEC, FLOAT, DECL_TAG, TYPE_TAG, ENUM64 = range(12, 20)
@@ -188,33 +190,30 @@ def kernel_helper(name: str) -> bool | None:
     return None if helpers is None else f"BPF_FUNC_{name}" in helpers
 
 
-def kernel_function_params(name: str) -> list[str] | None:
-    """The parameter names of kernel function `name`, from the running kernel's BTF (None:
-    no BTF, or no such function there: inlined, renamed, or not in this kernel)."""
+def _kernel_type(name: str, kind: int, read: Callable[[Any, int, int], T]) -> T | None:
+    """read(libbpf, the running kernel's BTF, the id of `name` of `kind` in it), or None where
+    the kernel has no BTF or no such type."""
     from .elf import libbpf
     lib = libbpf()
     try:
         with vmlinux() as btf:
-            fid = lib.btf__find_by_name_kind(btf, name.encode(), FUNC)
-            if fid <= 0:
-                return None
-            proto = lib.btf__type_by_id(btf, type_words(lib.btf__type_by_id(btf, fid), 3)[2])
-            vlen = type_words(proto, 3)[1] & 0xFFFF
-            words = type_words(proto + 12, 2 * vlen)        # struct btf_param {name_off, type}
-            return [(lib.btf__name_by_offset(btf, words[2 * i]) or b"").decode() for i in range(vlen)]
+            tid = lib.btf__find_by_name_kind(btf, name.encode(), kind)
+            return read(lib, btf, tid) if tid > 0 else None
     except OSError:
         return None
+
+
+def kernel_function_params(name: str) -> list[str] | None:
+    """The parameter names of kernel function `name`, from the running kernel's BTF (None:
+    no BTF, or no such function there: inlined, renamed, or not in this kernel)."""
+    def params(lib: Any, btf: int, fid: int) -> list[str]:
+        proto = lib.btf__type_by_id(btf, type_words(lib.btf__type_by_id(btf, fid), 3)[2])
+        vlen = type_words(proto, 3)[1] & 0xFFFF
+        words = type_words(proto + 12, 2 * vlen)        # struct btf_param {name_off, type}
+        return [(lib.btf__name_by_offset(btf, words[2 * i]) or b"").decode() for i in range(vlen)]
+    return _kernel_type(name, FUNC, params)
 
 
 def kernel_struct_size(name: str) -> int | None:
     """sizeof(struct `name`) in the running kernel, from its BTF (None: unknown)."""
-    from .elf import libbpf
-    lib = libbpf()
-    try:
-        with vmlinux() as btf:
-            tid = lib.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
-            if tid <= 0:
-                return None
-            return type_words(lib.btf__type_by_id(btf, tid), 3)[2]
-    except OSError:
-        return None
+    return _kernel_type(name, BTF_KIND_STRUCT, lambda lib, btf, tid: type_words(lib.btf__type_by_id(btf, tid), 3)[2])
