@@ -388,7 +388,7 @@ def _clean(args: argparse.Namespace) -> int:
     if args.force:
         for name in uplab.running():
             uplab.state_path(name).unlink()
-            sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{name}")
+            sweep.remove_pins(f"{sweep.pin_root()}/up-{name}")
     kept = [f for f in found if f.alive and not args.force]
     for k in kept:
         if k.owner:

@@ -63,14 +63,22 @@ def snapshot() -> dict[str, Any]:
 def _bpffs() -> dict[str, str]:
     """Everything pinned under /sys/fs/bpf (name -> "pinned"), as far as it can be listed,
     but the lab's pin folders whose owner is alive (another session's process, a lab that is
-    up): they come and go with their owners, and the sweep removes those of dead ones."""
+    up): they come and go with their owners, and the sweep removes those of dead ones. Other
+    sandboxes' pin roots are their sessions' business (see netns.sandbox)."""
     from . import sweep, uplab
-    stale = set(sweep.stale_pin_dirs(uplab.running()))
-    live = {os.path.join(sweep.PIN_ROOT, d) for d in (os.listdir(sweep.PIN_ROOT) if os.path.isdir(sweep.PIN_ROOT)
-                                                      else [])} - stale
+    from .netns import STATE_BASE, sandbox
+
+    def live(root: str, labs_up: list[str]) -> set[str]:
+        here = {os.path.join(root, d) for d in (os.listdir(root) if os.path.isdir(root) else [])}
+        return here - set(sweep.stale_pin_dirs(labs_up, root))
+    skip = live(sweep.pin_root(), uplab.running())
+    if sandbox():       # the unsandboxed sessions' live folders too, with the labs up outside any sandbox
+        skip |= live(sweep.PIN_BASE, uplab.running(f"{STATE_BASE}/up"))
+    skip |= {d for d in (os.path.join(sweep.PIN_BASE, n) for n in (os.listdir(sweep.PIN_BASE) if
+             os.path.isdir(sweep.PIN_BASE) else []) if n.startswith(sweep.SANDBOX_PINS)) if d != sweep.pin_root()}
     out = {}
     for dirpath, _dirs, files in os.walk(BPFFS):
-        if any(dirpath == d or dirpath.startswith(d + "/") for d in live):
+        if any(dirpath == d or dirpath.startswith(d + "/") for d in skip):
             continue
         for name in files:
             out[os.path.join(dirpath, name)[len(BPFFS) + 1:]] = "pinned"

@@ -22,7 +22,29 @@ if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
 NETNS_RUN_DIR = "/run/netns"          # where `ip netns` looks
-SYSFS_DIR = "/run/xdplab/sysfs"      # one sysfs mount per namespace and process: <ns name>@<pid>
+STATE_BASE = "/run/xdplab"            # the lab's own records: owners, labs up, sysfs views
+SANDBOX_ENV = "XDPLAB_SANDBOX"
+
+
+def sandbox() -> str:
+    """The sandbox this process keeps its records in ("" for none). XDPLAB_SANDBOX=NAME gives a
+    process and its children records of their own (owners, labs up, sysfs views, pins), which
+    no other session's sweep reads: the tests that start whole sessions (and kill them) run
+    side by side, each in one. Read at each call, so a test and the commands it starts agree."""
+    name = os.environ.get(SANDBOX_ENV, "")
+    if name and (len(name) > 32 or not name.replace("-", "").replace("_", "").isalnum() or not name.isascii()):
+        raise NetnsError(f"use sandbox {name!r}", "not 1-32 letters, digits, '-' or '_'",
+                         f"set {SANDBOX_ENV} to such a name, or unset it")
+    return name
+
+
+def state_root() -> str:
+    return f"{STATE_BASE}/sandbox/{sandbox()}" if sandbox() else STATE_BASE
+
+
+def sysfs_dir() -> str:
+    """One sysfs mount per namespace and process: <ns name>@<pid>."""
+    return f"{state_root()}/sysfs"
 
 CLONE_NEWNET = 0x40000000
 MS_BIND, MS_REC, MS_SHARED = 4096, 16384, 1 << 20
@@ -62,7 +84,7 @@ def _thread_in(fd: int, action: str) -> Iterator[None]:
 
 
 def sysfs_path(nsname: str, pid: int) -> str:
-    return os.path.join(SYSFS_DIR, f"{nsname}@{pid}")
+    return os.path.join(sysfs_dir(), f"{nsname}@{pid}")
 
 
 def _ensure_run_dir() -> None:

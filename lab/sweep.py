@@ -1,6 +1,7 @@
 """Find and remove what a dead lab process left behind, and nothing else.
 
-Every namespace the lab creates is first recorded in /run/xdplab/owners/<name> with its
+Every namespace the lab creates is first recorded in /run/xdplab/owners/<name> (under
+/run/xdplab/sandbox/<name>/ in a sandbox: netns.sandbox) with its
 owner's pid and start time (so a recycled pid is not mistaken for the owner). A SIGKILLed
 worker leaves namespaces (and the veths, XDP attachments and sysfs mounts inside them);
 the sweep removes the recorded namespaces whose owner is gone. A namespace without a
@@ -14,12 +15,20 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .netns import MNT_DETACH, NETNS_RUN_DIR, SYSFS_DIR
+from .netns import MNT_DETACH, NETNS_RUN_DIR, sandbox, state_root, sysfs_dir
 
-OWNERS_DIR = "/run/xdplab/owners"
-PIN_ROOT = "/sys/fs/bpf/xdplab"
-"""Maps that objects ask to pin go under PIN_ROOT/<owner>/: p<pid>-<start time> for a
-process (swept when it is gone), up-<lab> for a lab that is up (removed by `lab down`)."""
+PIN_BASE = "/sys/fs/bpf/xdplab"
+SANDBOX_PINS = "sandbox-"       # PIN_BASE/sandbox-<name>: a sandbox's pin root (netns.sandbox)
+
+
+def owners_dir() -> str:
+    return f"{state_root()}/owners"
+
+
+def pin_root() -> str:
+    """Maps that objects ask to pin go under pin_root()/<owner>/: p<pid>-<start time> for a
+    process (swept when it is gone), up-<lab> for a lab that is up (removed by `lab down`)."""
+    return f"{PIN_BASE}/{SANDBOX_PINS}{sandbox()}" if sandbox() else PIN_BASE
 _pin_owner: list[str] = []
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -50,17 +59,17 @@ def pin_dir() -> str:
     if not _pin_owner:
         pid = os.getpid()
         _pin_owner.append(f"p{pid}-{starttime(pid)}")
-    return os.path.join(PIN_ROOT, _pin_owner[0])
+    return os.path.join(pin_root(), _pin_owner[0])
 
 
 def set_pin_owner(owner: str) -> None:
-    """Pin under PIN_ROOT/<owner> from now on (`lab up`: "up-<lab>")."""
+    """Pin under pin_root()/<owner> from now on (`lab up`: "up-<lab>")."""
     _pin_owner[:] = [owner]
 
 
 @contextlib.contextmanager
 def pinning_as(owner: str) -> Iterator[None]:
-    """Pin under PIN_ROOT/<owner> inside the block, as this process's own owner after it (a
+    """Pin under pin_root()/<owner> inside the block, as this process's own owner after it (a
     `lab up` run in-process, by a test, must not move the rest of the process's pins)."""
     saved = list(_pin_owner)
     set_pin_owner(owner)
@@ -80,30 +89,33 @@ def remove_pins(directory: str) -> None:
             os.rmdir(dirpath)
 
 
-def stale_pin_dirs(labs_up: list[str]) -> list[str]:
-    """Pin directories whose owner is gone: a dead process's, or a lab's that is not up."""
+def stale_pin_dirs(labs_up: list[str], root: str | None = None) -> list[str]:
+    """Pin directories under `root` (this process's pin root) whose owner is gone: a dead
+    process's, or a lab's that is not up. A sandbox's pin root is never one: its own
+    sessions sweep it."""
+    root = root or pin_root()
     try:
-        names = sorted(os.listdir(PIN_ROOT))
+        names = sorted(os.listdir(root))
     except FileNotFoundError:
         return []
     out = []
     for name in names:
         if name.startswith("up-"):
             if name[3:] not in labs_up:
-                out.append(os.path.join(PIN_ROOT, name))
+                out.append(os.path.join(root, name))
             continue
         pid_s, _, start = name[1:].partition("-")
         if name.startswith("p") and pid_s.isdigit() and str(starttime(int(pid_s))) != start:
-            out.append(os.path.join(PIN_ROOT, name))
+            out.append(os.path.join(root, name))
     return out
 
 
 def record(nsname: str, owner: str | None = None) -> None:
     """Record the owner of namespace `nsname` (before creating it): this process, or a lab
     left running by `python -m lab up` ("up:<lab>"), which no sweep removes but --force."""
-    os.makedirs(OWNERS_DIR, exist_ok=True)
+    os.makedirs(owners_dir(), exist_ok=True)
     pid = os.getpid()
-    path = os.path.join(OWNERS_DIR, nsname)
+    path = os.path.join(owners_dir(), nsname)
     with open(f"{path}.{pid}.tmp", "w") as f:
         f.write(f"{owner} 0\n" if owner else f"{pid} {starttime(pid)}\n")
     os.replace(f"{path}.{pid}.tmp", path)     # a sweeper never reads half a record
@@ -111,7 +123,7 @@ def record(nsname: str, owner: str | None = None) -> None:
 
 def forget(nsname: str) -> None:
     with contextlib.suppress(FileNotFoundError):
-        os.unlink(os.path.join(OWNERS_DIR, nsname))
+        os.unlink(os.path.join(owners_dir(), nsname))
 
 
 @dataclass(frozen=True)
@@ -126,14 +138,14 @@ def leftovers() -> list[Leftover]:
     """Every recorded namespace, with whether its owner still runs."""
     out = []
     try:
-        names = sorted(os.listdir(OWNERS_DIR))
+        names = sorted(os.listdir(owners_dir()))
     except FileNotFoundError:
         return []
     for name in names:
         if name.endswith(".tmp"):
             continue
         try:
-            with open(os.path.join(OWNERS_DIR, name)) as f:
+            with open(os.path.join(owners_dir(), name)) as f:
                 pid_s, start_s = f.read().split()
         except (OSError, ValueError):
             continue        # gone meanwhile, or not a record of ours: never a reason to delete
@@ -162,10 +174,10 @@ def remove(nsname: str) -> None:
 def sysfs_views(nsname: str | None = None) -> list[str]:
     """The sysfs views mounted for a namespace (all of them: None), by any process."""
     try:
-        names = os.listdir(SYSFS_DIR)
+        names = os.listdir(sysfs_dir())
     except FileNotFoundError:
         return []
-    return [os.path.join(SYSFS_DIR, n) for n in names if nsname is None or n.rpartition("@")[0] == nsname]
+    return [os.path.join(sysfs_dir(), n) for n in names if nsname is None or n.rpartition("@")[0] == nsname]
 
 
 def _unmount_dir(path: str) -> None:
@@ -195,7 +207,7 @@ def sweep(include_live: bool = False, labs_up: list[str] | None = None) -> list[
     for view in stale_sysfs_views():
         _unmount_dir(view)
     with contextlib.suppress(OSError):
-        os.rmdir(PIN_ROOT)
+        os.rmdir(pin_root())
     removed = []
     for left in leftovers():
         if left.alive and not include_live:

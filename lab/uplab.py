@@ -26,7 +26,11 @@ from .netns import NETNS_RUN_DIR, Netns
 from .spec import LabSpec, load
 from .topology import End, Topology, Veth
 
-STATE_DIR = "/run/xdplab/up"
+
+
+def state_dir() -> str:
+    from .netns import state_root
+    return f"{state_root()}/up"
 
 
 def _say(progress: Callable[[str], None] | None, msg: str) -> None:
@@ -35,13 +39,14 @@ def _say(progress: Callable[[str], None] | None, msg: str) -> None:
 
 
 def state_path(name: str) -> Path:
-    return Path(STATE_DIR) / f"{name}.json"
+    return Path(state_dir()) / f"{name}.json"
 
 
-def running() -> list[str]:
-    """Every lab with a state file: up, or half-built / half-removed (see `phase`)."""
+def running(directory: str | None = None) -> list[str]:
+    """Every lab with a state file (in `directory`, this process's state_dir() by default):
+    up, or half-built / half-removed (see `phase`)."""
     try:
-        return sorted(p[:-5] for p in os.listdir(STATE_DIR) if p.endswith(".json"))
+        return sorted(p[:-5] for p in os.listdir(directory or state_dir()) if p.endswith(".json"))
     except FileNotFoundError:
         return []
 
@@ -67,7 +72,7 @@ def owner_alive(state: dict[str, Any]) -> bool:
 
 def _write_state(state: dict[str, Any]) -> None:
     """Replace the state file atomically (a reader never sees half of it)."""
-    os.makedirs(STATE_DIR, exist_ok=True)
+    os.makedirs(state_dir(), exist_ok=True)
     tmp = f"{state_path(state['name'])}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(state, indent=2) + "\n")
@@ -77,7 +82,7 @@ def _write_state(state: dict[str, Any]) -> None:
 def _claim(state: dict[str, Any]) -> None:
     """Create the state file of a new lab, atomically and only if no lab of that name exists
     (a link fails when the name is taken): two `up`s of one name cannot both proceed."""
-    os.makedirs(STATE_DIR, exist_ok=True)
+    os.makedirs(state_dir(), exist_ok=True)
     tmp = f"{state_path(state['name'])}.{os.getpid()}.tmp"
     with open(tmp, "w") as f:
         f.write(json.dumps(state, indent=2) + "\n")
@@ -206,7 +211,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
                 undo.pop()()
             programs.close_objects()
             lab.close()
-            sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{labname}")
+            sweep.remove_pins(f"{sweep.pin_root()}/up-{labname}")
             state_path(labname).unlink()
             raise
         programs.close_objects(unpin=False)       # the attachments keep programs and maps; pins stay for `down`
@@ -270,7 +275,7 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
         _say(progress, f"deleting namespace {full}")
         sweep.remove(full)
         killpoints.reached("down deleted a namespace")
-    sweep.remove_pins(f"{sweep.PIN_ROOT}/up-{name}")
+    sweep.remove_pins(f"{sweep.pin_root()}/up-{name}")
     state_path(name).unlink()
     return name
 

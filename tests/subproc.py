@@ -11,10 +11,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Tests that start whole pytest sessions (whose start and end sweep dead labs' leftovers)
-# run one at a time, so that one's sweep never races another's kill. A file lock, not an
-# xdist group: xdist 3.8's loadgroup does not group anything under pytest 9.2 (checked).
+# Tests that start whole pytest sessions or commands (whose sweeps remove dead labs'
+# leftovers) each run in a sandbox of their own (tests/conftest.py, lab.netns.sandbox), side
+# by side: one's sweep never sees another's kill. A shared file lock keeps them from running
+# while a test changes the host on purpose (CHANGES_HOST: every session's host check would see it).
 SESSIONS = pytest.mark.usefixtures("one_session_at_a_time")
+CHANGES_HOST = pytest.mark.usefixtures("changes_the_host")
 LOCK = "/run/xdplab/test-sessions.lock"
 
 

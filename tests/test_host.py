@@ -9,9 +9,8 @@ from pathlib import Path
 from lab import host
 from tests import subproc
 
-pytestmark = subproc.SESSIONS
 
-
+@subproc.CHANGES_HOST
 def test_a_session_that_changes_the_root_namespace_fails():
     try:
         r = subproc.run("-m", "pytest", "-q", "tests/failing/scenario_touches_host.py")
@@ -23,6 +22,7 @@ def test_a_session_that_changes_the_root_namespace_fails():
         subprocess.run(["ip", "link", "del", "xlprobe0"], capture_output=True)
 
 
+@subproc.SESSIONS
 def test_a_scenario_session_leaves_the_root_namespace_as_it_was():
     before = host.snapshot()
     r = subproc.run("-m", "pytest", "-q", "scenarios/test_forwarding.py", "scenarios/test_drops.py")

@@ -3,6 +3,7 @@ what is left is a lab in a known phase that `lab down` or `lab clean` finishes w
 --force, and nothing of the lab remains afterwards; two `up`s of one name at once."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -30,12 +31,12 @@ def leftovers(name: str) -> list[str]:
     prefix = f"xdplab-up-{name}{names.UP_SEPARATOR}"
     found = [f"/run/netns/{n}" for n in os.listdir("/run/netns") if n.startswith(prefix)] \
         if os.path.isdir("/run/netns") else []
-    found += [f"owner record {n}" for n in os.listdir(sweep.OWNERS_DIR) if n.startswith(prefix)] \
-        if os.path.isdir(sweep.OWNERS_DIR) else []
+    found += [f"owner record {n}" for n in os.listdir(sweep.owners_dir()) if n.startswith(prefix)] \
+        if os.path.isdir(sweep.owners_dir()) else []
     if uplab.state_path(name).exists():
         found.append(str(uplab.state_path(name)))
-    if os.path.exists(f"{sweep.PIN_ROOT}/up-{name}"):
-        found.append(f"{sweep.PIN_ROOT}/up-{name}")
+    if os.path.exists(f"{sweep.pin_root()}/up-{name}"):
+        found.append(f"{sweep.pin_root()}/up-{name}")
     return found
 
 
@@ -143,3 +144,29 @@ def test_a_zombie_owner_counts_as_gone():
         assert name not in netns.list_names()
     finally:
         child.wait()
+
+
+def test_a_sandbox_sweeps_only_its_own_leftovers(one_session_at_a_time):
+    """Two tests that kill sessions run side by side, each in a sandbox: what a killed child
+    left in another sandbox is not swept by this one's `clean`, and that sandbox's own `clean`
+    removes it (a sweep shared by all, as before the sandboxes, takes it from the wrong test)."""
+    other = f"{one_session_at_a_time}-other"
+    code = ("import os; from lab.netns import Netns; ns = Netns.create(f'xdplab-sandboxed-{os.getpid()}'); "
+            "print(ns.name, flush=True); os.kill(os.getpid(), 9)")
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=subproc.ROOT, stdout=subprocess.PIPE, text=True,
+                             env=subproc.child_env(XDPLAB_SANDBOX=other))
+    name = child.stdout.readline().strip()
+    child.wait()
+    try:
+        r = lab("clean")
+        assert r.returncode == 0 and name not in r.stdout and name in netns.list_names(), r.stdout
+        assert [x.netns for x in sweep.leftovers()] == [], "this sandbox records nothing of the other's"
+        r = lab("clean", XDPLAB_SANDBOX=other)
+        assert f"removed {name} (owner pid {child.pid}, gone)" in r.stdout, r.stdout
+        assert name not in netns.list_names()
+    finally:
+        if name in netns.list_names():
+            lab("clean", XDPLAB_SANDBOX=other)
+        for d in ("owners", "sysfs", ""):
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{netns.STATE_BASE}/sandbox/{other}/{d}".rstrip("/"))
