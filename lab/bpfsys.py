@@ -182,16 +182,16 @@ def prog_xlated(fd: int) -> bytes:
 
 def prog_main_length(fd: int) -> int | None:
     """How many xlated instructions the program's main function has, before its first
-    subprogram (None: the program carries no BTF function info, so its subprograms are not
-    known)."""
+    subprogram (None: the program is one function, or carries no BTF function info that
+    would say where its subprograms start)."""
     info = _ProgInfo()
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info), ctypes.addressof(info)))
-    if not info.nr_func_info:
+    if info.nr_func_info < 2:
         return None
     recs = (ctypes.c_uint32 * (2 * info.nr_func_info))()     # struct bpf_func_info {insn_off, type_id}
     info2 = _ProgInfo(nr_func_info=info.nr_func_info, func_info_rec_size=8, func_info=ctypes.addressof(recs))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
-    return recs[2] if info.nr_func_info > 1 else len(prog_xlated(fd)) // 8
+    return recs[2]
 
 
 def returns_constant(insns: bytes, value: int, end: int | None = None) -> int | None:

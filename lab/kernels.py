@@ -89,13 +89,13 @@ def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: boo
         for stale in out.iterdir():         # the last run's results; the first boot's console stays
             if stale.is_file() and (boot == 1 or stale.name != "vng.boot1.log"):
                 stale.unlink()
-        ended = _boot(cmd, env, out, budget)
+        ended, rc = _boot(cmd, env, out, budget)
         if ended != "hung boot" or boot == 2:
             break
         (out / "vng.log").rename(out / "vng.boot1.log")
         print(f"  VM on {version}: pytest had not started after {BOOT_S:.0f} s (console: {out / 'vng.boot1.log'});"
               f" killed, booting it once more", file=sys.stderr, flush=True)
-    res = _results(version, out, time.monotonic() - t, boot_rc=0 if ended == "done" else -9)
+    res = _results(version, out, time.monotonic() - t, boot_rc=rc)
     if ended == "hung boot":
         res["error"] = f"pytest had not started after {BOOT_S:.0f} s, in two boots; {_where(out)}"
     elif ended == "over budget":
@@ -103,8 +103,9 @@ def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: boo
     return res
 
 
-def _boot(cmd: list[str], env: dict[str, str], out: Path, budget: float) -> str:
-    """Run the VM once: "done", "hung boot" or "over budget" (killed, whole process group)."""
+def _boot(cmd: list[str], env: dict[str, str], out: Path, budget: float) -> tuple[str, int]:
+    """Run the VM once: ("done", vng's exit code), or ("hung boot" | "over budget", -9):
+    killed, whole process group."""
     t = time.monotonic()
     with open(out / "vng.log", "w") as log:
         vm = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -112,15 +113,14 @@ def _boot(cmd: list[str], env: dict[str, str], out: Path, budget: float) -> str:
         try:
             while True:
                 try:
-                    vm.wait(timeout=1.0)
-                    return "done"
+                    return "done", vm.wait(timeout=1.0)
                 except subprocess.TimeoutExpired:
                     pass
                 elapsed = time.monotonic() - t
                 if elapsed > BOOT_S and not (out / "pytest.txt").exists():
-                    return "hung boot"
+                    return "hung boot", -9
                 if elapsed > budget + GRACE_S:             # the guest stops pytest at `budget` itself
-                    return "over budget"
+                    return "over budget", -9
         finally:            # a timeout, Ctrl-C, SIGTERM, or a helper vng left behind: nothing of the VM runs on
             try:
                 os.killpg(vm.pid, signal.SIGKILL)
