@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .counters import Snapshot
     from .dataplane import Capture, Port
     from .fates import Fates, Send
+    from .settle import Quiet
     from .programs import Adopted
 
 
@@ -84,6 +85,9 @@ class Lab:
     """Interfaces a person asked to look at (lab.existing); empty: all of them."""
     fates_problem: str | None = None
     """Why the kernel's frame events are not recorded for this lab (None: they are)."""
+    userspace: str | None = None
+    """A user-space process that forwards the lab's frames (an AF_XDP forwarder: "my xsk fwd"),
+    unseen by lab.settle(): checks that nothing (more) arrived then wait their whole bound."""
 
     def ns(self, name: str) -> Netns:
         try:
@@ -229,6 +233,13 @@ class Lab:
                     stream.close()
         self.on_close(f"stop {argv[0]} in {ns}", stop)
         return proc
+
+    def settle(self, bound: float = 1.0) -> "Quiet":
+        """Wait until the kernel has finished with every frame sent so far (lab.settle): no
+        clock, unless it stays busy past `bound` seconds (x pace.slowdown()); says which."""
+        from .pace import scaled
+        from .settle import wait_quiet
+        return wait_quiet([self], scaled(bound))
 
     def before_traffic(self) -> None:
         """Run the preflight checks (Port.send calls this)."""

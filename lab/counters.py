@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from .ethtool import ethtool_stats
-from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
@@ -131,14 +130,12 @@ class Snapshot:
         return d
 
     def delta_until(self, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:
-        """Counters since this snapshot, re-read until they equal `expected` or `timeout`
-        passes (counters of frames still in flight settle within microseconds; x pace.slowdown())."""
-        deadline = time.monotonic() + scaled(timeout)
-        while True:
-            d = self.again() - self
-            if not d.mismatches(expected) or time.monotonic() > deadline:
-                return d
-            time.sleep(0.002)
+        """Counters since this snapshot, re-read until they equal `expected` and the kernel has
+        finished with every frame sent (lab.settle: a counter expected not to move is checked
+        only then), or until `timeout` passes (x pace.slowdown())."""
+        from .settle import settled_read
+        labs = list({id(i.lab): i.lab for i in self.ifaces}.values())
+        return settled_read(labs, lambda: self.again() - self, lambda d: not d.mismatches(expected), timeout)
 
 
 def assert_counters(before: Snapshot, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:

@@ -5,7 +5,9 @@ queue of your choice (`queue=N`: a veth hands the frame to its peer's receive qu
 drv mode). `Capture`
 sees what an interface *receives* (PACKET_IGNORE_OUTGOING), keeps every frame, counts its
 own kernel drops (PACKET_STATISTICS) and offers PTF-style checks: `expect`, `expect_none`,
-`expect_no_other`. A check that nothing arrived fails loudly if the capture itself dropped.
+`expect_no_other`. A check that nothing (else) arrived is decided when the kernel has finished
+with every frame sent (lab/settle.py), not after a fixed wait, and fails loudly if the capture
+itself dropped.
 Frames are kept as they arrived: the VLAN tag the kernel takes off before taps see a frame
 is put back from PACKET_AUXDATA.
 """
@@ -39,7 +41,8 @@ PACKET_AUXDATA = 8
 TP_STATUS_VLAN_VALID, TP_STATUS_VLAN_TPID_VALID = 1 << 4, 1 << 6
 AUX_SPACE = socket.CMSG_SPACE(20)       # struct tpacket_auxdata
 DEFAULT_TIMEOUT = 2.0        # how long to wait for frames that should arrive
-NEGATIVE_TIMEOUT = 0.2       # how long to wait before believing that nothing arrives
+NEGATIVE_TIMEOUT = 1.0       # how long a kernel that stays busy may delay a check that nothing
+                             # arrived (lab.settle decides it at once when the kernel is quiet)
                              # (both x pace.slowdown(): longer on a slow machine)
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
 
@@ -275,7 +278,10 @@ class Capture:
         return "\n".join(lines)
 
     def expect(self, expected: Any, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
-        """Wait for `count` frames matching `expected` (a frame, bytes or a Mask) and claim them."""
+        """Wait for `count` frames matching `expected` (a frame, bytes or a Mask) and claim them.
+        Fails as soon as the kernel has finished with every frame sent (lab.settle) and too few
+        arrived; `timeout` bounds a kernel that stays busy (x pace.slowdown())."""
+        from .settle import wait_quiet
         mask = as_mask(expected)
         got: list[bytes] = []
         deadline = time.monotonic() + scaled(timeout)
@@ -289,22 +295,27 @@ class Capture:
             self.pending = keep
             if len(got) >= count:
                 return got
-            left = deadline - time.monotonic()
-            if left <= 0:
+            if self.poll():
+                continue
+            quiet = wait_quiet([self.iface.lab], max(0.0, deadline - time.monotonic()))
+            if self.poll():
+                continue
+            if quiet.settled or time.monotonic() > deadline:
                 raise AssertionError(self._report(f"expected {count} matching frame(s), got {len(got)}",
-                                                  mask, self.pending))
-            self.poll(min(left, 0.05))
+                                                  mask, self.pending) + f"\n{quiet}")
 
     def expect_none(self, timeout: float = NEGATIVE_TIMEOUT) -> None:
-        """Assert that no frame arrives within `timeout` (and none arrived unclaimed before)."""
-        self.poll(scaled(timeout))
+        """Assert that no frame arrived that no expect() claimed, now that the kernel has
+        finished with every frame sent (lab.settle: decided at once, without a clock; `timeout`
+        only bounds a kernel that stays busy, x pace.slowdown())."""
+        quiet = self.iface.lab.settle(timeout)
         self.poll()
         if self.pending:
-            raise AssertionError(self._report("expected no frame", None, self.pending))
+            raise AssertionError(self._report("expected no frame", None, self.pending) + f"\n{quiet}")
         if self.drops:
             raise AssertionError(f"expected no frame on {self.iface.key}: the capture itself dropped "
                                  f"{self.drops} frame(s), so 'nothing arrived' cannot be believed")
 
     def expect_no_other(self, timeout: float = NEGATIVE_TIMEOUT) -> None:
-        """Assert that every frame received so far was claimed by an expect()."""
+        """Assert that every frame received so far was claimed by an expect() (see expect_none)."""
         self.expect_none(timeout)

@@ -26,7 +26,6 @@ import ctypes
 import errno as _errno
 import os
 import struct
-import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 from . import bpfsys
 from .btf import FUNC_PROTO, TYPEDEF, enum_members, type_words
 from .errors import LabError
-from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
@@ -683,14 +681,10 @@ def assert_fates(before: Fates | None, expected: Mapping[str, Mapping[str, int]]
     if before is None:
         warnings.warn("fates not checked: the kernel's events are not recorded for this lab", stacklevel=2)
         return None
+    from .settle import settled_read
     lab = before.lab
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        d = lab.fates() - before
-        bad = d.mismatches(expected)
-        if not bad or time.monotonic() > deadline:
-            break
-        time.sleep(0.005)
+    d = settled_read([lab], lambda: lab.fates() - before, lambda f: not f.mismatches(expected), timeout)
+    bad = d.mismatches(expected)
     if bad:
         raise AssertionError("the kernel's fates differ from the expectation:\n  " + "\n  ".join(bad) +
                              "\nwhat the kernel reported:\n" + d.table() + "\ndropped frames:\n" + d.by_send())
@@ -701,12 +695,8 @@ def fates_when(before: Fates, done: "Callable[[Fates], bool]", timeout: float = 
     """The fates since `before`, re-read until `done(fates)` holds (the books of frames the
     kernel handles out of line, a cpumap's kthread say, balance) or the liveness bound passes
     (`timeout`, times the machine's pace); the caller asserts on what it returns."""
-    deadline = time.monotonic() + scaled(timeout)
-    while True:
-        d = before.lab.fates() - before
-        if done(d) or time.monotonic() > deadline:
-            return d
-        time.sleep(0.005)
+    from .settle import settled_read
+    return settled_read([before.lab], lambda: before.lab.fates() - before, done, timeout)
 
 
 def fates_before(lab: "Lab") -> Fates | None:

@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from . import host, names, pace, preflight, programs, report, sweep
+from . import host, names, pace, preflight, programs, report, settle, sweep
 from . import fates
 from .built import FATES, Lab, build
 from .dataplane import Port
@@ -43,6 +43,7 @@ from .xdp import MODES
 
 _HOST = pytest.StashKey[dict]()
 _frames = [0]       # frames sent by finished xdist workers
+_settled = [0, 0]   # checks decided when the kernel was quiet, and by the clock, by finished workers
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -140,7 +141,10 @@ def _report_sweep(config: pytest.Config, removed: list[sweep.Leftover]) -> None:
 
 def pytest_testnodedown(node: Any, error: Any) -> None:
     """Controller under xdist: add up the frames each worker sent."""
-    _frames[0] += getattr(node, "workeroutput", {}).get("xdplab_frames", 0)
+    out = getattr(node, "workeroutput", {})
+    _frames[0] += out.get("xdplab_frames", 0)
+    _settled[0] += out.get("xdplab_quiet", 0)
+    _settled[1] += out.get("xdplab_clock", 0)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -149,6 +153,10 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         mine = f"{names.PREFIX}-{names.run_id()}-"
         left = [x.netns for x in sweep.leftovers() if x.netns.startswith(mine)]
         terminalreporter.write_line(f"xdplab: {sent} frames sent; namespaces left by this run: {len(left)}")
+    quiet, clock = _settled[0] + settle.decided["quiet"], _settled[1] + settle.decided["clock"]
+    if quiet or clock:
+        terminalreporter.write_line(f"xdplab: waits for the kernel to finish with the frames: {quiet} ended when it was "
+                                    f"quiet, {clock} at their bound (a kernel busy past it)")
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
@@ -161,6 +169,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     fates.close()
     if not _is_controller(config):
         config.workeroutput["xdplab_frames"] = Port.total_sent
+        config.workeroutput["xdplab_quiet"] = settle.decided["quiet"]
+        config.workeroutput["xdplab_clock"] = settle.decided["clock"]
         return
     if _HOST not in config.stash:
         return

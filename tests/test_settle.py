@@ -1,0 +1,110 @@
+"""lab.settle: a check that nothing (more) arrived is decided when the kernel has finished with
+the frames, not after a fixed wait; frames the kernel still holds (a qdisc's timer, a carrier
+thread that has not run yet) are waited for, and ignoring the qdisc makes the check pass
+wrongly (the broken variant below).
+
+    a: v0 ──── b: v1
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from lab import settle
+from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the pair, its frame and its fixture
+
+
+def test_a_negative_check_is_decided_by_the_kernel_going_quiet(lab):
+    """No clock: two reads of every frame-carrying thread, nothing running, nothing ran."""
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    quiet_before, clock_before = settle.decided["quiet"], settle.decided["clock"]
+    port.send(frame(), count=100)
+    assert len(cap.expect(frame(), count=100)) == 100
+    cap.expect_no_other()
+    q = lab.settle()
+    assert q.settled and not q.busy, q
+    assert settle.decided["quiet"] - quiet_before == 2 and settle.decided["clock"] == clock_before
+    assert any(name.startswith("ksoftirqd/") for name in settle.carriers().values())
+
+
+def test_too_few_frames_fail_at_once_when_the_kernel_is_done(lab):
+    """A positive check that cannot be met fails when the kernel is quiet, not at its bound;
+    its failure says so."""
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    port.send(frame(), count=3)
+    clock_before = settle.decided["clock"]
+    with pytest.raises(AssertionError, match=r"expected 4 matching frame\(s\), got 3 on b/v1[\s\S]*"
+                                             r"the kernel was quiet after"):
+        cap.expect(frame(), count=4, timeout=60)
+    assert settle.decided["clock"] == clock_before
+
+
+def test_frames_a_qdisc_holds_are_waited_for(lab, monkeypatch):
+    """A token bucket on a/v0 (100 kbit/s, 200-byte burst) lets one 142-byte frame through
+    and holds the other nine for ~100 ms:
+    expect_none sees them (the qdisc's queue is read); without that read it passes wrongly."""
+    a = lab.iface("a/v0")
+    a.ns.ipr.tc("add", "tbf", a.ifindex, rate="100kbit", burst=200, latency="1s")
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    f = frame(payload=b"x" * 100)
+
+    port.send(f, count=10)
+    with pytest.raises(AssertionError, match=r"expected no frame on b/v1\nRECEIVED: 10 frame"):
+        cap.expect_none()
+    cap.pending.clear()
+    port.send(f, count=10)
+    assert lab.settle().settled
+    assert cap.poll() == 10
+
+    monkeypatch.setattr(settle, "_busy_qdiscs", lambda lab: [])          # the broken variant
+    port.send(f, count=10)
+    assert lab.settle().settled
+    assert cap.poll() < 10          # settled while the qdisc held frames
+    monkeypatch.undo()
+    assert lab.settle().settled
+    cap.poll()
+    assert len(cap.pending) == 20
+
+
+def test_a_carrier_thread_that_runs_or_ran_is_busy(monkeypatch):
+    """The threads' states, read from /proc as for ksoftirqd, cpumap and napi threads: a
+    process named like a carrier (listed as one) is busy while it runs and when it ran between
+    two reads, idle when it sleeps."""
+    code = ("import sys, time, ctypes; ctypes.CDLL(None).prctl(15, b'cpumap/9/map:1'); print('up', flush=True)\n"
+            "for line in sys.stdin:\n    t = time.monotonic()\n    while time.monotonic() - t < float(line): pass\n"
+            "    print('done', flush=True)")
+    with subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          text=True) as proc:
+        assert proc.stdin is not None and proc.stdout is not None
+        monkeypatch.setattr(settle, "_list_children", lambda: [proc.pid])
+        monkeypatch.setattr(settle, "_listed", None)
+        assert proc.stdout.readline() == "up\n"
+        assert settle.carriers() == {proc.pid: "cpumap/9/map:1"}
+        deadline = time.monotonic() + 5
+        while settle.busy_now([])[0] and time.monotonic() < deadline:
+            time.sleep(0.001)                      # until it waits on its stdin
+        busy, idle = settle.busy_now([])
+        assert busy == [], busy
+        proc.stdin.write("0.5\n")
+        proc.stdin.flush()
+        while not settle.busy_now([])[0] and time.monotonic() < deadline:
+            pass
+        assert settle.busy_now([])[0] == ["cpumap/9/map:1 is running (state R)"]
+        assert proc.stdout.readline() == "done\n"
+        while settle.busy_now([])[0] and time.monotonic() < deadline:
+            time.sleep(0.001)                      # until it waits on its stdin again
+        busy, _ = settle.busy_now([], idle)        # asleep again, but it ran since `idle`
+        assert busy == ["cpumap/9/map:1 ran"], busy
+        proc.stdin.close()
+    monkeypatch.undo()
+    settle._listed = None
+
+
+def test_a_lab_with_a_userspace_forwarder_waits_its_bound(lab):
+    lab.userspace = "my AF_XDP forwarder"
+    q = lab.settle(0.05)
+    assert not q.settled and q.busy[-1] == "my AF_XDP forwarder may hold frames (lab.userspace)", q
+    assert "decided by the clock" in str(q)
