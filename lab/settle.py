@@ -149,10 +149,8 @@ def _timers(lab: "Lab") -> list[str]:
     return held
 
 
-def busy_now(labs: Iterable["Lab"], before: dict[int, tuple[str, bytes]] | None = None
-             ) -> tuple[list[str], dict[int, tuple[str, bytes]]]:
-    """What is busy with frames now: threads running, or that ran since `before`, and the
-    labs' qdiscs holding frames. Returns (descriptions, the threads' states now)."""
+def _threads(before: dict[int, tuple[str, bytes]] | None) -> tuple[list[str], dict[int, tuple[str, bytes]]]:
+    """The carrier threads running now, or that ran since `before`; and their states now."""
     states = {pid: s for pid, s in ((pid, _thread_state(pid)) for pid in carriers()) if s is not None}
     busy = []
     for pid, (state, runs) in states.items():
@@ -160,6 +158,14 @@ def busy_now(labs: Iterable["Lab"], before: dict[int, tuple[str, bytes]] | None 
             busy.append(f"{_carriers[pid]} is running (state {state})")
         elif before is not None and before.get(pid, (state, runs))[1] != runs:
             busy.append(f"{_carriers[pid]} ran")
+    return busy, states
+
+
+def busy_now(labs: Iterable["Lab"], before: dict[int, tuple[str, bytes]] | None = None
+             ) -> tuple[list[str], dict[int, tuple[str, bytes]]]:
+    """What is busy with frames now: threads running, or that ran since `before`, and the
+    labs' qdiscs holding frames. Returns (descriptions, the threads' states now)."""
+    busy, states = _threads(before)
     for lab in labs:
         busy += _busy_qdiscs(lab)
     return busy, states
@@ -167,26 +173,28 @@ def busy_now(labs: Iterable["Lab"], before: dict[int, tuple[str, bytes]] | None 
 
 def wait_quiet(labs: Iterable["Lab"], seconds: float) -> Quiet:
     """Wait until the kernel has finished with every frame sent so far (see the module's
-    docstring), at most `seconds` (already scaled to the machine's pace)."""
+    docstring), at most `seconds` (already scaled to the machine's pace): the threads idle,
+    then the qdiscs empty, then the threads idle still and not run in between."""
     labs = list(labs)
     started = time.monotonic()
     deadline = started + seconds
     held = [t for lab in labs for t in _timers(lab)]
     held += [f"{lab.userspace} may hold frames (lab.userspace)" for lab in labs if lab.userspace]
-    states: dict[int, tuple[str, bytes]] | None = None
     rounds = 0
     while True:
-        busy, now = busy_now(labs, states)
         rounds += 1
-        if states is not None and not busy and not held:     # idle twice, nothing ran in between
-            decided["quiet"] += 1
-            return Quiet(True, time.monotonic() - started, rounds=rounds)
+        busy, states = _threads(None)
+        if not busy:
+            busy = [q for lab in labs for q in _busy_qdiscs(lab)]
+            if not busy:
+                busy, _ = _threads(states)
+                if not busy and not held:
+                    decided["quiet"] += 1
+                    return Quiet(True, time.monotonic() - started, rounds=rounds)
         if time.monotonic() > deadline:
             decided["clock"] += 1
             return Quiet(False, time.monotonic() - started, busy + held, rounds)
-        if busy or held:
-            time.sleep(0.0005 if not held else 0.01)
-        states = now
+        time.sleep(0.0005 if not held else 0.01)
 
 
 def settled_read(labs: Iterable["Lab"], read: "Callable[[], T]", ok: "Callable[[T], bool]", bound: float) -> T:
