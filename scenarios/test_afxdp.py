@@ -53,7 +53,7 @@ def routed(lab, l2fwd):
 
 def open_xsk(lab, queue):
     xsk = XskSocket(lab.iface("fwd/veth0"), queue)
-    lab.on_close(f"close AF_XDP socket on queue {queue}", xsk.close)
+    lab.on_close(f"close AF_XDP socket on queue {queue}", xsk.close, together=True)
     return xsk
 
 

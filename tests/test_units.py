@@ -380,3 +380,30 @@ def test_queue_counts_that_disagree_are_refused():
         End("fwd", "veth0", queues=2, rx_queues=4)
     assert (End("fwd", "veth0", queues=4).rx_queues, End("fwd", "veth0", queues=4).tx_queues) == (4, 4)
     assert End("fwd", "veth0", queues=3, rx_queues=3, tx_queues=3).rx_queues == 3
+
+
+def test_lab_close_runs_steps_in_reverse_and_together_steps_at_once():
+    """Lab.close: last registered first; consecutive `together` steps run at the same time
+    (each waits on a barrier that only opens when all of them are inside), a plain step
+    between them splits the group, and failures are collected and raised at the end."""
+    import threading
+    from lab.built import Lab
+    lab = Lab(topology=Topology(veths=()))
+    order: list[str] = []
+    both = threading.Barrier(2, timeout=5)
+
+    def together(name: str) -> None:
+        both.wait()             # raises BrokenBarrierError after 5 s if run one after another
+        order.append(name)
+
+    def fail() -> None:
+        order.append("fail")
+        raise OSError("stuck")
+    lab.on_close("first", lambda: order.append("first"))
+    lab.on_close("capture a", lambda: together("a"), together=True)
+    lab.on_close("capture b", lambda: together("b"), together=True)
+    lab.on_close("split", fail)
+    lab.on_close("port c", lambda: order.append("c"), together=True)
+    with pytest.raises(LabError, match=r"tear down lab lab: split: stuck"):
+        lab.close()
+    assert order[:2] == ["c", "fail"] and sorted(order[2:4]) == ["a", "b"] and order[4:] == ["first"], order
