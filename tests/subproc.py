@@ -13,11 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Tests that start whole pytest sessions or commands (whose sweeps remove dead labs'
 # leftovers) each run in a sandbox of their own (tests/conftest.py, lab.netns.sandbox), side
-# by side: one's sweep never sees another's kill. A shared file lock keeps them from running
-# while a test changes the host on purpose (CHANGES_HOST: every session's host check would see it).
-SESSIONS = pytest.mark.usefixtures("one_session_at_a_time")
-CHANGES_HOST = pytest.mark.usefixtures("changes_the_host")
-LOCK = "/run/xdplab/test-sessions.lock"
+# by side: one's sweep never sees another's kill.
+SESSIONS = pytest.mark.usefixtures("own_sandbox")
 
 
 def child_env(**extra: str) -> dict[str, str]:

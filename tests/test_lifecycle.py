@@ -146,11 +146,11 @@ def test_a_zombie_owner_counts_as_gone():
         child.wait()
 
 
-def test_a_sandbox_sweeps_only_its_own_leftovers(one_session_at_a_time):
+def test_a_sandbox_sweeps_only_its_own_leftovers(own_sandbox):
     """Two tests that kill sessions run side by side, each in a sandbox: what a killed child
     left in another sandbox is not swept by this one's `clean`, and that sandbox's own `clean`
     removes it (a sweep shared by all, as before the sandboxes, takes it from the wrong test)."""
-    other = f"{one_session_at_a_time}-other"
+    other = f"{own_sandbox}-other"
     code = ("import os; from lab.netns import Netns; ns = Netns.create(f'xdplab-sandboxed-{os.getpid()}'); "
             "print(ns.name, flush=True); os.kill(os.getpid(), 9)")
     child = subprocess.Popen([sys.executable, "-c", code], cwd=subproc.ROOT, stdout=subprocess.PIPE, text=True,

@@ -1,5 +1,5 @@
 """A scenario that breaks the rule on purpose: it adds a veth pair to the ROOT namespace and
-leaves it (tests/test_host.py removes it). The session must fail for it.
+leaves it (tests/test_host.py runs it in a network namespace of its own). The session must fail for it.
 
     root namespace:  xlprobe0 ──── xlprobe1     (should never happen)
 """
