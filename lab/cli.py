@@ -410,7 +410,7 @@ def _kernels(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from .l2fwd import bench    # the l2fwd kit's benchmark
-    return bench.main(args.quick, args.json, args.plot, args.suite)
+    return bench.main(args.quick, args.json, args.plot, args.suite, args.smoke)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -533,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
                                    "in the kernel), and the scenario suite serial and with -n 2.",
                        epilog="example: python -m lab bench --quick --json bench.json --plot bench.png")
     p.add_argument("--quick", action="store_true", help="fewer repetitions and frames (under 2 minutes)")
+    p.add_argument("--smoke", action="store_true",
+                   help="one repetition, a tenth of --quick's frames: every key, no figure to quote (the bench's test)")
     p.add_argument("--suite", action="append", metavar="PATH",
                    help="the scenarios the suite_* and scenario_* figures run (repeat; default scenarios/)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")

@@ -1,4 +1,4 @@
-"""`python -m lab bench --quick` runs against the real kernel and emits every key (no
+"""`python -m lab bench` runs against the real kernel and emits every key (no
 timing is asserted here: speed targets live in the benchmark and the README)."""
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ pytestmark = subproc.SESSIONS
 
 @pytest.mark.timeout(660)
 def test_quick_bench_emits_every_key(tmp_path):
-    """The quick bench, its suite figures from one scenario file (the whole suite's are the
-    README's, from a full run)."""
+    """The bench end to end in its smoke form (one repetition, few frames: every key, no figure
+    to quote), its suite figures from one scenario file (the whole suite's are the README's,
+    from a full run)."""
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
-    r = subproc.run("-m", "lab", "bench", "--quick", "--json", str(out), "--plot", str(png),
+    r = subproc.run("-m", "lab", "bench", "--smoke", "--json", str(out), "--plot", str(png),
                     "--suite", "scenarios/test_redirect_smac.py", timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     res = json.loads(out.read_text())

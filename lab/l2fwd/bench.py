@@ -275,9 +275,13 @@ def scenario_ms(junit: str) -> list[float]:
 
 # --- the run -----------------------------------------------------------------------------------
 
-def run(quick: bool, suite: list[str] | None = None) -> dict[str, Any]:
+def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dict[str, Any]:
+    """Every figure: `quick` with fewer repetitions and frames, `smoke` (the bench's own test)
+    with one repetition and a tenth of quick's frames: numbers, not measurements."""
     suite = suite or ["scenarios/"]
-    reps = 3 if quick else 9
+    quick = quick or smoke
+    reps = 1 if smoke else 3 if quick else 9
+    k = 10 if smoke else 1          # frame counts are divided by it
     res: dict[str, Any] = {}
     program_fd(L2FWD)             # warm the cache: lab_setup_ms attaches "from the compile cache"
     progress("lab set-up against an ip/bpftool script")
@@ -308,21 +312,21 @@ def run(quick: bool, suite: list[str] | None = None) -> dict[str, Any]:
             res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
             progress("frames from Python")
             drop.attach(lab.iface("fwd/veth0"), "drv")
-            res["inject_pps"] = median_of(reps, lambda: inject_pps(lab, 100_000 if quick else 300_000))
-            res["scapy_sendp_pps"] = median_of(reps, lambda: scapy_sendp_pps(lab, 2_000 if quick else 10_000))
+            res["inject_pps"] = median_of(reps, lambda: inject_pps(lab, (100_000 if quick else 300_000) // k))
+            res["scapy_sendp_pps"] = median_of(reps, lambda: scapy_sendp_pps(lab, (2_000 if quick else 10_000) // k))
             drop.close()
-            rates = [capture_burst(lab, 100_000) for _ in range(reps)]
+            rates = [capture_burst(lab, 100_000 // k) for _ in range(reps)]
             res["capture_pps"] = statistics.median(r[0] for r in rates)
             res["capture_drops"] = max(r[1] for r in rates)
     finally:
         drop.close()
     progress("frames from the kernel (BPF_PROG_TEST_RUN, live frames)")
-    by_size = kernel_rates(300_000 if quick else 2_000_000, reps)
+    by_size = kernel_rates((300_000 if quick else 2_000_000) // k, reps)
     res["fwd_mpps_skb"], res["fwd_mpps_drv"], res["drop_mpps"] = (by_size[m][64] for m in ("skb", "drv", "drop"))
     res["by_size"] = {m: {str(s): v for s, v in sizes.items()} for m, sizes in by_size.items()}
     progress("forwarding with the lab's fates recorded, against no recorder at all")
     # one off/on pair varies by +-6 points here: the median of `reps` pairs
-    pairs = [fates_overhead_pct(300_000 if quick else 2_000_000) for _ in range(reps)]
+    pairs = [fates_overhead_pct((300_000 if quick else 2_000_000) // k) for _ in range(reps)]
     res["fwd_mpps_drv_fates_off"] = statistics.median(p[0] for p in pairs)
     res["fwd_mpps_drv_fates_on"] = statistics.median(p[1] for p in pairs)
     res["fates_overhead_pct"] = statistics.median(p[2] for p in pairs)
@@ -335,7 +339,7 @@ def run(quick: bool, suite: list[str] | None = None) -> dict[str, Any]:
     res["scenario_median_ms"] = statistics.median(per_scenario)
     res["scenario_p95_ms"] = per_scenario[min(len(per_scenario) - 1, int(0.95 * len(per_scenario)))]
     res["suite_parallel_s"] = median_of(1 if quick else 3, lambda: suite_s(True, suite))
-    res["machine"] = {"cores": os.cpu_count(), "kernel": platform.release(), "quick": quick,
+    res["machine"] = {"cores": os.cpu_count(), "kernel": platform.release(), "quick": quick, "smoke": smoke,
                       "date": time.strftime("%Y-%m-%d"), "suite": suite}
     res["targets"] = targets(res)
     return res
@@ -368,7 +372,7 @@ def table(r: dict[str, Any]) -> str:
     rows.append("")
     rows += [f"{'met ' if ok else 'MISSED'}  {t}" for t, ok in r["targets"].items()]
     m = r["machine"]
-    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'quick' if m['quick'] else 'full'} run, {m['date']}, "
+    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'smoke' if m.get('smoke') else 'quick' if m['quick'] else 'full'} run, {m['date']}, "
                 f"suite {' '.join(m.get('suite', ['scenarios/']))}")
     return "\n".join(rows)
 
@@ -392,8 +396,9 @@ def plot(r: dict[str, Any], path: str) -> None:
     plt.close(fig)
 
 
-def main(quick: bool, json_path: str | None, plot_path: str | None, suite: list[str] | None = None) -> int:
-    r = run(quick, suite)
+def main(quick: bool, json_path: str | None, plot_path: str | None, suite: list[str] | None = None,
+         smoke: bool = False) -> int:
+    r = run(quick, suite, smoke)
     print(table(r))
     if json_path:
         Path(json_path).write_text(json.dumps(r, indent=2) + "\n")
