@@ -107,12 +107,17 @@ def carriers() -> dict[int, str]:
 
 
 def _thread_state(pid: int) -> tuple[str, bytes] | None:
-    """(state letter, run statistics) of a thread; None if it is gone."""
+    """(state letter, how much it has run) of a thread; None if it is gone. How much it ran:
+    /proc/PID/schedstat (CONFIG_SCHED_INFO), else its context switches in /proc/PID/status."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
-        with open(f"/proc/{pid}/schedstat", "rb") as f:
-            runs = f.read()
+        try:
+            with open(f"/proc/{pid}/schedstat", "rb") as f:
+                runs = f.read()
+        except FileNotFoundError:
+            with open(f"/proc/{pid}/status", "rb") as f:
+                runs = b"".join(line for line in f if b"ctxt_switches:" in line)
     except OSError:
         return None
     return chr(stat[stat.rindex(b")") + 2]), runs

@@ -59,12 +59,12 @@ def test_failing_scenarios_report_and_keep_artifacts(tmp_path):
 
 def test_nothing_is_kept_for_passing_tests_unless_asked(tmp_path):
     target = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered"
-    r = run(tmp_path / "default", "--lab-forwarders=bcc", target=target)
+    r = run(tmp_path / "default", "--lab-forwarders=elf", target=target)
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout
     assert not (tmp_path / "default").exists()
-    r = run(tmp_path / "all", "--lab-keep=all", "--lab-forwarders=bcc", target=target)
+    r = run(tmp_path / "all", "--lab-keep=all", "--lab-forwarders=elf", target=target)
     assert r.returncode == 0, r.stdout
     kept = sorted(p.name for p in (tmp_path / "all").iterdir())
-    assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_bcc-drv",
-                    "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_bcc-skb"]
+    assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_elf-drv",
+                    "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_elf-skb"]
     assert (tmp_path / "all" / kept[0] / "net1_veth1.pcap").stat().st_size == 24 + 10 * (16 + 42)

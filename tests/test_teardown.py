@@ -23,7 +23,7 @@ def ours(run: str) -> list[str]:
 
 
 def start(run: str, ready: Path, *args: str) -> subprocess.Popen:
-    return subproc.popen("-m", "pytest", "-q", HANGS, "--lab-forwarders=bcc", *args, env=subproc.child_env(XDPLAB_RUN=run,
+    return subproc.popen("-m", "pytest", "-q", HANGS, "--lab-forwarders=elf", *args, env=subproc.child_env(XDPLAB_RUN=run,
                                                                                  XDPLAB_READY=str(ready)))
 
 
