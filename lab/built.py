@@ -86,6 +86,8 @@ class Lab:
     """Interfaces a person asked to look at (lab.existing); empty: all of them."""
     fates_problem: str | None = None
     """Why the kernel's frame events are not recorded for this lab (None: they are)."""
+    senders: list[tuple[str, "subprocess.Popen[str]"]] = field(default_factory=list)
+    """Processes lab.spawn started that may send frames (lab.settle cannot see them)."""
     userspace: str | None = None
     """A user-space process that forwards the lab's frames (an AF_XDP forwarder: "my xsk fwd"),
     unseen by lab.settle(): checks that nothing (more) arrived then wait their whole bound."""
@@ -216,10 +218,14 @@ class Lab:
                            "see the command's own message above")
         return done
 
-    def spawn(self, ns: str, argv: list[str]) -> "subprocess.Popen[str]":
+    def spawn(self, ns: str, argv: list[str], sends_frames: bool = True) -> "subprocess.Popen[str]":
         """Start `argv` inside namespace `ns` and leave it running (a control plane daemon);
-        it is terminated (then killed) when the lab closes, before the namespaces go."""
+        it is terminated (then killed) when the lab closes, before the namespaces go. While it
+        runs, the lab's checks that nothing (more) arrived wait their whole bound (the kernel's
+        quiet says nothing about what a process will send) unless `sends_frames=False`."""
         proc = subprocess.Popen(self._argv(ns, argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        if sends_frames:
+            self.senders.append((f"{argv[0]} in {ns}", proc))
 
         def stop() -> None:
             if proc.poll() is None:

@@ -247,6 +247,9 @@ class Capture:
             n += 1
         return n
 
+    def _readable(self) -> bool:
+        return bool(select.select([self.sock], [], [], 0)[0])
+
     @property
     def drops(self) -> int:
         """Frames the kernel dropped for this capture (its receive buffer was full)."""
@@ -297,7 +300,7 @@ class Capture:
                 return got
             if self.poll():
                 continue
-            quiet = wait_quiet([self.iface.lab], max(0.0, deadline - time.monotonic()))
+            quiet = wait_quiet([self.iface.lab], max(0.0, deadline - time.monotonic()), until=self._readable)
             if self.poll():
                 continue
             if quiet.settled or time.monotonic() > deadline:
