@@ -161,6 +161,7 @@ class Port:
     """Send frames onto an interface from inside its namespace."""
 
     total_sent = 0      # frames sent by every Port of this process (the session summary)
+    sending_s = 0.0     # seconds spent in send(), preflight included (the bench's phases)
 
     def __init__(self, iface: "Interface") -> None:
         self.iface = iface
@@ -175,6 +176,7 @@ class Port:
     def send(self, frame: Any, count: int = 1, queue: int | None = None) -> None:
         """Send `count` copies of `frame`, after the lab's preflight checks pass; on transmit
         queue `queue` if given (else where the frame's flow hashes to)."""
+        began = time.monotonic_ns()
         self.iface.lab.before_traffic()
         raw = bytes(frame)
         if len(raw) < ETH_HLEN:
@@ -200,6 +202,7 @@ class Port:
                                  errno=e.errno) from None
         self.sent += count
         Port.total_sent += count
+        Port.sending_s += (time.monotonic_ns() - began) / 1e9
         self.iface.lab.record_send(self.iface.key, raw, count, started)
 
     def close(self) -> None:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,8 @@ from .topology import Topology
 from .xdp import MODES
 
 _HOST = pytest.StashKey[dict]()
+_PHASES = pytest.StashKey[dict]()       # a test's time by phase, ms (XDPLAB_PHASES)
+PHASES_ENV = "XDPLAB_PHASES"            # a file: one JSON line per test, where its time went
 _frames = [0]       # frames sent by finished xdist workers
 _settled = [0, 0]   # checks decided when the kernel was quiet, and by the clock, by finished workers
 
@@ -238,16 +241,20 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
     """
     marker = request.node.get_closest_marker("lab_fates")
     level = marker.args[0] if marker and marker.args else request.config.getoption("--lab-fates")
+    began = time.perf_counter()
     try:
         built = build(lab_topology, fates=level)
     except LabError as e:
         pytest.fail(str(e), pytrace=False)
+    request.node.stash.setdefault(_PHASES, {})["build"] = (time.perf_counter() - began) * 1e3
     if request.node.get_closest_marker("expect_drops") is None:
         built.checks.append(lambda: preflight.check(built))
     try:
         yield built
     finally:
+        began = time.perf_counter()
         built.close()
+        request.node.stash.setdefault(_PHASES, {})["close"] = (time.perf_counter() - began) * 1e3
 
 
 @pytest.fixture
@@ -335,11 +342,35 @@ def lab_findings(request: pytest.FixtureRequest) -> Any:
 
 
 @pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With $XDPLAB_PHASES set, where each test's time went, one JSON line per test (the
+    bench's scenario phases): the lab's build, the rest of the set-up (compiles, attaches),
+    sends (preflight included), waits for the kernel to finish, the rest of the test, the
+    lab's close, the rest of the teardown."""
+    path = os.environ.get(PHASES_ENV)
+    if not path:
+        yield
+        return
+    sent, waited = Port.sending_s, settle.waited[0]
+    yield
+    ms = {k: round(v, 3) for k, v in item.stash.get(_PHASES, {}).items()}
+    for when in ("setup", "call", "teardown"):
+        ms[when] = round(sum(r.duration for r in getattr(item, "_xdplab_reports", []) if r.when == when) * 1e3, 3)
+    ms["send"] = round((Port.sending_s - sent) * 1e3, 3)
+    ms["settle"] = round((settle.waited[0] - waited) * 1e3, 3)
+    import json
+    with open(path, "a") as f:
+        f.write(json.dumps({"test": item.nodeid, "ms": ms}) + "\n")
+
+
+@pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
     """On failure (or with --lab-keep=all), collect the lab's report before teardown: add
     it to the pytest report and write it, with pcaps, under --lab-artifacts."""
     outcome = yield
     rep = outcome.get_result()
+    if os.environ.get(PHASES_ENV):
+        item.__dict__.setdefault("_xdplab_reports", []).append(rep)
     built = getattr(item, "funcargs", {}).get("lab")
     if rep.when != "call" or not isinstance(built, Lab):
         return
