@@ -22,6 +22,7 @@ from typing import Any
 
 from .. import bpfsys, ethtool, fates
 from ..bccload import BccObject
+from ..plugin import PHASES_ENV
 from ..built import Lab, build
 from ..counters import read
 from ..dataplane import Capture, Port
@@ -257,11 +258,14 @@ def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
 
 
-def suite_s(parallel: bool, suite: list[str], junit: str | None = None) -> float:
+def suite_s(parallel: bool, suite: list[str], junit: str | None = None, phases: str | None = None) -> float:
     args = [sys.executable, "-m", "pytest", "-q", *suite, *(["-n", "2"] if parallel else ["-n0"]),
             *([f"--junitxml={junit}"] if junit else [])]
+    env = _child_env()
+    if phases:
+        env[PHASES_ENV] = phases
     t = time.perf_counter()
-    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=_child_env())
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, env=env)
     if r.returncode != 0:
         raise RuntimeError(f"bench: the scenario suite failed:\n{r.stdout[-2000:]}")
     return time.perf_counter() - t
@@ -271,6 +275,24 @@ def scenario_ms(junit: str) -> list[float]:
     """Each scenario's setup + call + teardown (pytest's JUnit `time`), in ms, sorted."""
     import xml.etree.ElementTree as ET
     return sorted(float(c.get("time", "0")) * 1e3 for c in ET.parse(junit).getroot().iter("testcase"))
+
+
+PHASES = ("build", "set-up", "send", "settle", "call", "close", "teardown")
+
+
+def scenario_phases(path: str) -> dict[str, float]:
+    """Where a scenario's time goes, the median of each phase over the suite ($XDPLAB_PHASES
+    lines): the lab's build, the rest of the set-up (compiles, attaches), sends (preflight
+    included), waits for the kernel to finish, the rest of the test, the lab's close, the
+    rest of the teardown (detaches, maps emptied)."""
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        ms = json.loads(line)["ms"]
+        rows.append({"build": ms.get("build", 0.0), "set-up": ms["setup"] - ms.get("build", 0.0),
+                     "send": ms["send"], "settle": ms["settle"],
+                     "call": max(0.0, ms["call"] - ms["send"] - ms["settle"]), "close": ms.get("close", 0.0),
+                     "teardown": ms["teardown"] - ms.get("close", 0.0)})
+    return {k: round(statistics.median(r[k] for r in rows), 1) for k in PHASES}
 
 
 # --- the run -----------------------------------------------------------------------------------
@@ -332,9 +354,10 @@ def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dic
     res["fates_overhead_pct"] = statistics.median(p[2] for p in pairs)
     progress("the scenario suite, serial and -n 2")
     with tempfile.TemporaryDirectory() as d:      # each scenario's time, from the first serial run
-        junit = str(Path(d) / "serial.xml")
-        serial = [suite_s(False, suite, junit)] + [suite_s(False, suite) for _ in range(0 if quick else 2)]
+        junit, phases = str(Path(d) / "serial.xml"), str(Path(d) / "phases.jsonl")
+        serial = [suite_s(False, suite, junit, phases)] + [suite_s(False, suite) for _ in range(0 if quick else 2)]
         per_scenario = scenario_ms(junit)
+        res["scenario_phases_ms"] = scenario_phases(phases)
     res["suite_serial_s"] = statistics.median(serial)
     res["scenario_median_ms"] = statistics.median(per_scenario)
     res["scenario_p95_ms"] = per_scenario[min(len(per_scenario) - 1, int(0.95 * len(per_scenario)))]
@@ -370,6 +393,8 @@ def table(r: dict[str, Any]) -> str:
     for m, sizes in r["by_size"].items():
         rows.append(f"{m:<20} " + " ".join(f"{sizes[str(s)]:>8.3f}" for s in SIZES))
     rows.append("")
+    rows.append("a scenario's median ms by phase: " + ", ".join(f"{k} {v:g}" for k, v in r["scenario_phases_ms"].items()))
+    rows.append("")
     rows += [f"{'met ' if ok else 'MISSED'}  {t}" for t, ok in r["targets"].items()]
     m = r["machine"]
     rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'smoke' if m.get('smoke') else 'quick' if m['quick'] else 'full'} run, {m['date']}, "
@@ -381,7 +406,7 @@ def plot(r: dict[str, Any], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1]})
     width = 0.27
     for i, (m, label) in enumerate((("skb", "l2fwd skb"), ("drv", "l2fwd drv"), ("drop", "XDP_DROP ceiling"))):
         xs = [j + (i - 1) * width for j in range(len(SIZES))]
@@ -391,6 +416,15 @@ def plot(r: dict[str, Any], path: str) -> None:
     ax.set_ylim(0, 1.3 * max(v for sizes in r["by_size"].values() for v in sizes.values()))
     ax.set_title(f"l2fwd through veth, {r['machine']['cores']} cores, kernel {r['machine']['kernel']}")
     ax.legend(loc="upper left", ncol=3)
+    bottom = 0.0
+    for phase, ms in r["scenario_phases_ms"].items():      # one stacked bar: where a scenario's time goes
+        bx.bar([0], [ms], 0.5, bottom=bottom, label=f"{phase} {ms:g} ms")
+        bottom += ms
+    bx.set_xticks([0], ["median scenario"])
+    bx.set_ylabel("ms")
+    bx.set_xlim(-0.5, 1.6)
+    bx.legend(loc="upper right", fontsize=7)
+    bx.set_title("where a scenario's time goes")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
