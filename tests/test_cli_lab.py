@@ -137,3 +137,23 @@ def test_bad_arguments_fail_on_one_line_before_anything_happens(args, message):
     """Addresses never go to DNS, numbers are checked, output files are opened first."""
     r = lab(*args)
     assert r.returncode in (1, 2) and r.stderr.startswith(message) and r.stderr.count("\n") == 1, r.stderr
+
+
+def test_the_inspecting_commands_never_import_bcc_or_scapy():
+    """status, dump, down and clean start fast: neither bcc (LLVM) nor scapy is imported
+    (python -X importtime lists every module a command loads), here on a lab with a program
+    and maps to show."""
+    assert lab("up", "topologies/smac.toml", "--name", "imports").returncode == 0
+    loaded = {}
+    try:
+        for args in (("status", "--lab", "imports"), ("dump", "--lab", "imports"), ("down", "--lab", "imports"),
+                     ("clean",)):
+            r = subproc.run("-X", "importtime", "-m", "lab", *args)
+            assert r.returncode == 0, r.stderr
+            loaded[args[0]] = {line.rsplit("|", 1)[1].strip() for line in r.stderr.splitlines()
+                               if line.startswith("import time:")}
+    finally:
+        lab("down", "--lab", "imports")
+    for command, modules in loaded.items():
+        assert "lab.cli" in modules, (command, sorted(modules)[:20])
+        assert not {m for m in modules if m.split(".")[0] in ("bcc", "scapy")}, command
