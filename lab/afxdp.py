@@ -18,12 +18,11 @@ import os
 import select
 import socket
 import struct
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .errors import DataplaneError
-from .pace import scaled
+from .pace import Bound
 
 if TYPE_CHECKING:
     from .built import Interface
@@ -115,11 +114,11 @@ class XskSocket:
         frame's UMEM chunk goes back to the fill ring."""
         assert self.rx is not None and self.fill is not None and self.umem is not None
         out: list[bytes] = []
-        deadline = time.monotonic() + scaled(timeout)
+        bound = Bound(timeout)
         while len(out) < count:
             prod, cons = self.rx.get(self.rx.producer), self.rx.get(self.rx.consumer)
             if prod == cons:
-                left = deadline - time.monotonic()
+                left = bound.left()
                 if left <= 0:
                     break
                 select.select([self.sock], [], [], min(left, 0.05))

@@ -48,8 +48,8 @@ def _sysctls() -> dict[str, str]:
 
 
 def snapshot() -> dict[str, Any]:
-    from pyroute2 import IPRoute
-    with IPRoute() as ipr:
+    from .netns import iproute_class
+    with iproute_class()() as ipr:
         links = {link.get("IFLA_IFNAME"): (link["flags"], link.get("IFLA_MTU"), link.get("IFLA_ADDRESS"),
                                            link.get("IFLA_MASTER"), str(link.get("IFLA_XDP")))
                  for link in ipr.get_links()}

@@ -26,6 +26,33 @@ STATE_BASE = "/run/xdplab"            # the lab's own records: owners, labs up, 
 SANDBOX_ENV = "XDPLAB_SANDBOX"
 
 
+def iproute_class() -> "type[IPRoute]":
+    """pyroute2's IPRoute without the rest of pyroute2. pyroute2's package __init__ imports
+    every module it has (NDB, IPDB, conntrack, IPVS, wireguard, nl80211...: ~80 ms in every
+    process, a third of a command's start); the package is registered here with its search
+    path only, and the first attribute anyone asks of it (`from pyroute2 import NDB`) runs the
+    real __init__ then, so the rest of pyroute2 still works as documented."""
+    import importlib
+    import importlib.util
+    import sys
+    if "pyroute2" not in sys.modules:
+        spec = importlib.util.find_spec("pyroute2")
+        if spec is not None and spec.loader is not None and spec.submodule_search_locations is not None:
+            package = importlib.util.module_from_spec(spec)
+            loader = spec.loader
+
+            def whole(name: str) -> object:
+                if importlib.util.find_spec(f"pyroute2.{name}") is not None:     # a subpackage: just it
+                    return importlib.import_module(f"pyroute2.{name}")
+                del package.__dict__["__getattr__"]
+                loader.exec_module(package)
+                return getattr(package, name)
+            package.__getattr__ = whole  # type: ignore[attr-defined]
+            sys.modules["pyroute2"] = package
+    from pyroute2.iproute.linux import IPRoute
+    return IPRoute
+
+
 def sandbox() -> str:
     """The sandbox this process keeps its records in ("" for none). XDPLAB_SANDBOX=NAME gives a
     process and its children records of their own (owners, labs up, sysfs views, pins), which
@@ -231,9 +258,9 @@ class Netns:
     def ipr(self) -> "IPRoute":
         """A netlink (rtnetlink) handle bound to this namespace, with extended acks."""
         if self._ipr is None:
-            from pyroute2 import IPRoute
+            iproute = iproute_class()
             with self.entered():
-                self._ipr = IPRoute(ext_ack=True)
+                self._ipr = iproute(ext_ack=True)
         return self._ipr
 
     def sysctl(self, key: str, value: int | str) -> None:

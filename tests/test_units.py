@@ -407,3 +407,19 @@ def test_lab_close_runs_steps_in_reverse_and_together_steps_at_once():
     with pytest.raises(LabError, match=r"tear down lab lab: split: stuck"):
         lab.close()
     assert order[:2] == ["c", "fail"] and sorted(order[2:4]) == ["a", "b"] and order[4:] == ["first"], order
+
+
+def test_a_bound_asks_the_machines_pace_only_once_its_written_time_has_passed(monkeypatch):
+    """pace.Bound: a wait that ends in time never measures the machine (a command saves the
+    measure); past the written time the bound stretches by the pace (XDPLAB_SLOWDOWN=3 here)."""
+    from lab import pace
+    monkeypatch.setattr(pace, "_measured", None)
+    monkeypatch.setenv("XDPLAB_SLOWDOWN", "3")
+    b = pace.Bound(10)
+    assert 9 < b.left() <= 10 and not b.expired()
+    assert pace._measured is None
+    b = pace.Bound(0.01)
+    time.sleep(0.02)
+    assert not b.expired() and pace._measured == 3.0     # 0.03 s on this machine
+    time.sleep(0.02)
+    assert b.expired() and b.left() == 0
