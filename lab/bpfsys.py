@@ -14,6 +14,7 @@ _NR_bpf = 321  # x86_64
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_PIN = 6
+BPF_MAP_UPDATE_BATCH = 26
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
 BPF_MAP_GET_FD_BY_ID = 14
@@ -39,6 +40,12 @@ ARRAY_TYPES = {"array", "percpu_array"}
 class _ElemAttr(ctypes.Structure):
     _fields_ = [("map_fd", ctypes.c_uint32), ("pad", ctypes.c_uint32), ("key", ctypes.c_uint64),
                 ("value", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
+
+
+class _BatchAttr(ctypes.Structure):
+    _fields_ = [("in_batch", ctypes.c_uint64), ("out_batch", ctypes.c_uint64), ("keys", ctypes.c_uint64),
+                ("values", ctypes.c_uint64), ("count", ctypes.c_uint32), ("map_fd", ctypes.c_uint32),
+                ("elem_flags", ctypes.c_uint64), ("flags", ctypes.c_uint64)]
 
 
 class _InfoAttr(ctypes.Structure):
@@ -269,6 +276,22 @@ def lookup(fd: int, key: bytes, value_len: int) -> bytes | None:
 
 def update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
     _elem(fd, BPF_MAP_UPDATE_ELEM, key, ctypes.create_string_buffer(value, len(value)), flags)
+
+
+def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> bool:
+    """Write `count` entries in one system call (BPF_MAP_UPDATE_BATCH, 5.6+: arrays and
+    hashes); False where the kernel or the map type has no batch operations (then write
+    them one by one)."""
+    kbuf = ctypes.create_string_buffer(keys, len(keys))
+    vbuf = ctypes.create_string_buffer(values, len(values))
+    attr = _BatchAttr(0, 0, ctypes.addressof(kbuf), ctypes.addressof(vbuf), count, fd, 0, 0)
+    try:
+        _bpf(BPF_MAP_UPDATE_BATCH, attr)
+    except OSError as e:
+        if e.errno in (22, 95, 524):        # EINVAL (no such command), EOPNOTSUPP, ENOTSUPP
+            return False
+        raise
+    return attr.count == count
 
 
 def delete(fd: int, key: bytes) -> bool:

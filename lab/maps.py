@@ -440,10 +440,12 @@ class MapView:
 
     def clear(self) -> None:
         """Empty the map: delete every entry, or zero it for arrays (which cannot delete)."""
-        if self.info.type in bpfsys.ARRAY_TYPES:
-            zero = bytes(self.stride * self.ncpus)
-            for k in self.keys():
-                bpfsys.update(self.fd, k, zero)
+        if self.info.type in bpfsys.ARRAY_TYPES:      # keys 0..max_entries-1: no need to list them
+            n, zero = self.info.max_entries, bytes(self.stride * self.ncpus)
+            keys = [i.to_bytes(4, "little") for i in range(n)]
+            if not bpfsys.update_batch(self.fd, b"".join(keys), zero * n, n):
+                for k in keys:
+                    bpfsys.update(self.fd, k, zero)
         else:
             for k in self.keys():
                 bpfsys.delete(self.fd, k)

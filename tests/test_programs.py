@@ -140,3 +140,28 @@ def test_generic_xdps_silent_einval_is_explained_where_the_kernel_refuses_map_pr
         assert plain._why_refused(refused, Iface(), "skb") is refused, "no such map: the kernel's word stands"
         monkeypatch.setitem(features._symbols, "dev_map_can_have_prog", False)
         assert cpu._why_refused(refused, Iface(), "skb") is refused
+
+
+@pytest.mark.parametrize("batch", [True, False], ids=["batch", "one-by-one"])
+def test_emptying_maps_leaves_every_entry_of_every_kind_empty(monkeypatch, batch):
+    """Maps are emptied after each test (the object stays loaded for the next): an array and
+    a per-CPU array zeroed in one BPF_MAP_UPDATE_BATCH (or one by one where the kernel has
+    no batch operations), a hash emptied, a devmap's entries deleted."""
+    from lab import bpfsys
+    from lab.l2fwd.forwarder import L2FWD
+    if not batch:
+        monkeypatch.setattr(bpfsys, "update_batch", lambda *a: False)
+    p = XdpProgram(L2FWD)
+    try:
+        m = p.maps
+        k = (63).to_bytes(4, "little")
+        bpfsys.update(m["qidconf_map"].fd, k, (7).to_bytes(4, "little"))
+        bpfsys.update(m["verdict_cnt"].fd, (5).to_bytes(4, "little"), (9).to_bytes(8, "little") * m["verdict_cnt"].ncpus)
+        bpfsys.update(m["l2fwd_map"].fd, bytes([192, 168, 0, 1]), bytes(12))
+        p.use.clear_maps()
+        assert bpfsys.lookup(m["qidconf_map"].fd, k, 4) == bytes(4)
+        assert m["verdict_cnt"].sum_percpu((5).to_bytes(4, "little")) == bytes(8)
+        assert m["l2fwd_map"].keys() == []
+    finally:
+        p.close()
+        p.use.close()
