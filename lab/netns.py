@@ -131,6 +131,8 @@ class Netns:
         self.name, self.path, self.owned = name, path, owned
         self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._ipr: IPRoute | None = None
+        self._rtnl: socket.socket | None = None
+        self._seq = 0
         self._sysfs: str | None = None
 
     # life cycle -----------------------------------------------------------------------
@@ -204,6 +206,9 @@ class Netns:
         if self._ipr is not None:
             self._ipr.close()
             self._ipr = None
+        if self._rtnl is not None:
+            self._rtnl.close()
+            self._rtnl = None
         if self._sysfs is not None:
             _libc.umount2(self._sysfs.encode(), MNT_DETACH)
             with contextlib.suppress(OSError):
@@ -262,6 +267,17 @@ class Netns:
             with self.entered():
                 self._ipr = iproute(ext_ack=True)
         return self._ipr
+
+    @property
+    def rtnl(self) -> socket.socket:
+        """A raw rtnetlink socket of this namespace, for lab.rtnl's reads."""
+        if self._rtnl is None:
+            self._rtnl = self.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)      # NETLINK_ROUTE
+        return self._rtnl
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
 
     def sysctl(self, key: str, value: int | str) -> None:
         """Write /proc/sys/<key> as seen from inside the namespace."""

@@ -38,18 +38,16 @@ neighbours), a device a test made by hand (only the lab's interfaces are read).
 from __future__ import annotations
 
 import os
-import socket
-import struct
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
+from . import rtnl
 from .pace import scaled
 
 if TYPE_CHECKING:
     from .built import Lab
-    from .netns import Netns
 
 KTHREADD = 2
 CARRIERS = ("ksoftirqd/", "cpumap/", "napi/", "backlog_napi/", "ktimers/")   # threads that carry frames on
@@ -174,48 +172,6 @@ def _backlogs() -> list[str]:
             "frame(s)" for n, row in enumerate(rows) if len(row) > SOFTNET_BACKLOG + 1 and int(row[SOFTNET_BACKLOG], 16)]
 
 
-_TCMSG = struct.Struct("=BxxxiIII")          # struct tcmsg
-_NLMSG = struct.Struct("=IHHII")             # struct nlmsghdr
-_RTA = struct.Struct("=HH")
-RTM_GETQDISC, NLM_F_REQUEST, NLM_F_DUMP, NLMSG_DONE, NLMSG_ERROR = 38, 1, 0x300, 3, 2
-TCA_KIND, TCA_STATS = 1, 3
-_QLEN = struct.Struct("=QIIIIII")            # struct tc_stats: ... qlen is its 7th field
-
-
-def qdiscs(ns: "Netns") -> list[tuple[int, str, int]]:
-    """(ifindex, kind, qlen) of every qdisc in a namespace: one rtnetlink dump, read raw (a
-    tenth of the time pyroute2's parsing takes: this runs in every wait)."""
-    out = []
-    with ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0) as sock:      # NETLINK_ROUTE
-        req = _TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)
-        sock.send(_NLMSG.pack(_NLMSG.size + len(req), RTM_GETQDISC, NLM_F_REQUEST | NLM_F_DUMP, 1, 0) + req)
-        while True:
-            data = sock.recv(1 << 16)
-            at = 0
-            while at + _NLMSG.size <= len(data):
-                length, kind, _flags, _seq, _pid = _NLMSG.unpack_from(data, at)
-                if kind == NLMSG_DONE:
-                    return out
-                if kind == NLMSG_ERROR:
-                    err = -struct.unpack_from("=i", data, at + _NLMSG.size)[0]
-                    raise OSError(err, f"dump the qdiscs of {ns.name}: {os.strerror(err)}")
-                _fam, ifindex, _handle, _parent, _info = _TCMSG.unpack_from(data, at + _NLMSG.size)
-                name, qlen = "", 0
-                a, end = at + _NLMSG.size + _TCMSG.size, at + length
-                while a + _RTA.size <= end:
-                    alen, atype = _RTA.unpack_from(data, a)
-                    if alen < _RTA.size:
-                        break
-                    body = data[a + _RTA.size:a + alen]
-                    if atype == TCA_KIND:
-                        name = body.rstrip(b"\0").decode()
-                    elif atype == TCA_STATS and len(body) >= _QLEN.size:
-                        qlen = _QLEN.unpack_from(body)[6]
-                    a += (alen + 3) & ~3
-                out.append((ifindex, name, qlen))
-                at += (length + 3) & ~3
-
-
 def _busy_qdiscs(lab: "Lab") -> list[str]:
     """The lab's interfaces whose qdisc holds frames."""
     busy = []
@@ -223,7 +179,7 @@ def _busy_qdiscs(lab: "Lab") -> list[str]:
         mine = {i.ifindex: i for i in lab.interfaces.values() if i.ns is ns}
         if not mine:
             continue
-        busy += [f"{mine[index].key}'s {kind} qdisc holds {qlen} frame(s)" for index, kind, qlen in qdiscs(ns)
+        busy += [f"{mine[index].key}'s {kind} qdisc holds {qlen} frame(s)" for index, kind, qlen in rtnl.qdiscs(ns)
                  if index in mine and qlen]
     return busy
 

@@ -23,7 +23,7 @@ XDP_FLAGS_DRV_MODE = 1 << 2     # native XDP in the driver, `ip link` shows "xdp
 
 MODES = {"skb": XDP_FLAGS_SKB_MODE, "drv": XDP_FLAGS_DRV_MODE}
 ATTACHED_NAMES = {"skb": "xdpgeneric", "drv": "xdp"}   # as pyroute2 decodes IFLA_XDP_ATTACHED
-MODE_OF_ATTACHED = {v: k for k, v in ATTACHED_NAMES.items()}
+ATTACHED_MODES = {0: None, 1: "drv", 2: "skb", 3: "hw", 4: "multi"}   # IFLA_XDP_ATTACHED (XDP_ATTACHED_*)
 
 # Known kernel refusals -> what the user can do.
 _FIXES = (
@@ -66,14 +66,10 @@ def _check_mode(mode: str) -> int:
 
 
 def query(iface: "Interface") -> XdpState:
-    """Read the XDP state of an interface back over netlink."""
-    link = iface.ns.ipr.get_links(iface.ifindex)[0]
-    xdp = link.get("IFLA_XDP")
-    if xdp is None:
-        return XdpState(None, 0)
-    attached = xdp.get("IFLA_XDP_ATTACHED")
-    mode = MODE_OF_ATTACHED.get(attached, attached)
-    return XdpState(mode, xdp.get("IFLA_XDP_PROG_ID") or 0)
+    """Read the XDP state of an interface back over netlink (IFLA_XDP, read raw: lab.rtnl)."""
+    from . import rtnl
+    attached, prog_id = rtnl.link_xdp(iface.ns, iface.ifindex)
+    return XdpState(ATTACHED_MODES.get(attached), prog_id)
 
 
 def _set(iface: "Interface", fd: int, flags: int) -> None:
