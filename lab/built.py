@@ -309,13 +309,13 @@ def _static_neighbours(lab: Lab, v: Veth) -> None:
 def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
     """Wait until every interface is operationally up. Until linkwatch has run, a veth
     that was just set up has no active qdisc and silently drops what is sent on it."""
+    from . import rtnl
     from .pace import Bound
     bound = Bound(timeout)
     pending = dict(lab.interfaces)
     while pending:
         for key, i in list(pending.items()):
-            link = i.ns.ipr.get_links(i.ifindex)[0]
-            if link.get("IFLA_OPERSTATE") == "UP":
+            if rtnl.link_operstate(i.ns, i.ifindex) == "UP":
                 del pending[key]
         if pending and bound.expired():
             raise LinkError(f"bring up {', '.join(pending)}", f"not operationally up after {timeout} s",

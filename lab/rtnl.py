@@ -4,7 +4,8 @@ pyroute2 (`Netns.ipr`) is the lab's netlink handle for everything it changes, an
 parsing costs about a millisecond a message, which the lab pays in the hot paths: reading an
 interface's XDP state (preflight before every send, attach read-back, reports) and the
 qdiscs of a namespace (every wait for the kernel to finish, lab/settle.py). Here those two
-requests are packed and their answers parsed by hand: struct nlmsghdr, struct ifinfomsg /
+requests are packed and their answers parsed by hand (and an interface's operational
+state, polled while a lab is built): struct nlmsghdr, struct ifinfomsg /
 struct tcmsg and the attributes the lab reads (include/uapi/linux/rtnetlink.h, if_link.h,
 pkt_sched.h). A socket per namespace, kept open with the Netns handle.
 """
@@ -26,7 +27,8 @@ TCMSG = struct.Struct("=BxxxiIII")          # struct tcmsg
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
 RTM_GETLINK, RTM_GETQDISC = 18, 38
-IFLA_XDP = 43
+IFLA_OPERSTATE, IFLA_XDP = 16, 43
+OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")   # IF_OPER_*
 IFLA_XDP_ATTACHED, IFLA_XDP_PROG_ID = 2, 4
 TCA_KIND, TCA_STATS = 1, 3
 TC_STATS = struct.Struct("=QIIIIII")        # struct tc_stats up to qlen (its 7th field)
@@ -94,14 +96,24 @@ def qdiscs(ns: "Netns") -> list[tuple[int, str, int]]:
     return out
 
 
+def _link(ns: "Netns", ifindex: int) -> dict[int, bytes]:
+    for data, start, end in request(ns, RTM_GETLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)):
+        return attributes(data, start + IFINFOMSG.size, end)
+    raise RtnlError(19, f"no interface with ifindex {ifindex} in {ns.name}")
+
+
 def link_xdp(ns: "Netns", ifindex: int) -> tuple[int, int]:
     """(IFLA_XDP_ATTACHED: 0 none, 1 drv, 2 skb, 3 hw, 4 several; IFLA_XDP_PROG_ID) of an interface."""
-    for data, start, end in request(ns, RTM_GETLINK, 0, IFINFOMSG.pack(socket.AF_UNSPEC, 0, ifindex, 0, 0)):
-        xdp = attributes(data, start + IFINFOMSG.size, end).get(IFLA_XDP)
-        if xdp is None:
-            return 0, 0
-        inner = attributes(xdp, 0, len(xdp))
-        attached = inner.get(IFLA_XDP_ATTACHED, b"\0")[0]
-        prog = struct.unpack("=I", inner[IFLA_XDP_PROG_ID])[0] if len(inner.get(IFLA_XDP_PROG_ID, b"")) == 4 else 0
-        return attached, prog
-    raise RtnlError(19, f"no interface with ifindex {ifindex} in {ns.name}")
+    xdp = _link(ns, ifindex).get(IFLA_XDP)
+    if xdp is None:
+        return 0, 0
+    inner = attributes(xdp, 0, len(xdp))
+    attached = inner.get(IFLA_XDP_ATTACHED, b"\0")[0]
+    prog = struct.unpack("=I", inner[IFLA_XDP_PROG_ID])[0] if len(inner.get(IFLA_XDP_PROG_ID, b"")) == 4 else 0
+    return attached, prog
+
+
+def link_operstate(ns: "Netns", ifindex: int) -> str:
+    """An interface's operational state as `ip link` names it (UP, DOWN, LOWERLAYERDOWN...)."""
+    state = _link(ns, ifindex).get(IFLA_OPERSTATE, b"\0")[0]
+    return OPERSTATES[state] if state < len(OPERSTATES) else str(state)
