@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 KTHREADD = 2
 CARRIERS = ("ksoftirqd/", "cpumap/", "napi/", "backlog_napi/", "ktimers/")   # threads that carry frames on
 IDLE = "SIP"                # asleep, idle kthread, parked (an offline CPU's)
-SOFTNET_BACKLOG = 11        # /proc/net/softnet_stat column: the CPU's backlog length (5.10+)
+SOFTNET = "/proc/net/softnet_stat"
+SOFTNET_BACKLOG = 11        # its column with the CPU's backlog length (5.10+)
 RELEASED_S = 0.002          # a qdisc's released frame reaches the next hop within this
 T = TypeVar("T")
 _listed: tuple[str | None, tuple[str, ...]] | None = None   # (kthreadd's children, CARRIERS) when last listed
@@ -162,14 +163,15 @@ def online_cpus() -> list[int]:
 
 
 def _backlogs() -> list[str]:
-    """CPUs whose backlog holds frames (/proc/net/softnet_stat; kernels before 5.10 lack the column)."""
+    """CPUs whose backlog holds frames: /proc/net/softnet_stat's backlog length (column 12,
+    with the CPU's number in column 13, from 5.10; older kernels have neither: not read)."""
     try:
-        with open("/proc/net/softnet_stat") as f:
+        with open(SOFTNET) as f:
             rows = [line.split() for line in f]
     except OSError:
         return []
-    return [f"CPU {row[-1] if len(row) > SOFTNET_BACKLOG + 1 else n}'s backlog holds {int(row[SOFTNET_BACKLOG], 16)} "
-            "frame(s)" for n, row in enumerate(rows) if len(row) > SOFTNET_BACKLOG + 1 and int(row[SOFTNET_BACKLOG], 16)]
+    return [f"CPU {int(row[SOFTNET_BACKLOG + 1], 16)}'s backlog holds {int(row[SOFTNET_BACKLOG], 16)} frame(s)"
+            for row in rows if len(row) > SOFTNET_BACKLOG + 1 and int(row[SOFTNET_BACKLOG], 16)]
 
 
 def _busy_qdiscs(lab: "Lab") -> list[str]:

@@ -423,3 +423,16 @@ def test_a_bound_asks_the_machines_pace_only_once_its_written_time_has_passed(mo
     assert not b.expired() and pace._measured == 3.0     # 0.03 s on this machine
     time.sleep(0.02)
     assert b.expired() and b.left() == 0
+
+
+def test_a_cpus_backlog_is_read_from_softnet_stat(tmp_path, monkeypatch):
+    """lab.settle waits while a CPU's backlog holds frames: column 12 of softnet_stat (its
+    CPU in column 13, 6.18's layout); a kernel without those columns is not read."""
+    from lab import settle
+    stat = tmp_path / "softnet_stat"
+    monkeypatch.setattr(settle, "SOFTNET", str(stat))
+    stat.write_text("0000a1 0 0 0 0 0 0 0 0 0 0 00000000 00000000 0 0\n"
+                    "0000b2 0 0 0 0 0 0 0 0 0 0 00000011 00000001 11 0\n")
+    assert settle._backlogs() == ["CPU 1's backlog holds 17 frame(s)"]
+    stat.write_text("0000a1 0 0 0 0 0 0 0 0 0 0\n")          # before 5.10: 11 columns
+    assert settle._backlogs() == []
