@@ -154,3 +154,27 @@ def test_a_positive_check_reads_its_frames_while_it_waits(lab):
     port.send(f, count=10)
     assert len(cap.expect(f, count=10, timeout=5)) == 10
     assert settle.decided["clock"] == clock_before
+
+
+def test_the_raw_rtnetlink_reads_agree_with_pyroute2(lab):
+    """lab.rtnl's XDP state, operstate and qdiscs read the same as pyroute2's parsed answers;
+    an interface that is not there is the kernel's ENODEV."""
+    from lab import rtnl, xdp
+    from lab.peers import XDP_PASS
+    from lab.programs import XdpProgram
+    a = lab.iface("a/v0")
+    assert rtnl.link_xdp(a.ns, a.ifindex) == (0, 0)
+    prog = XdpProgram(XDP_PASS)
+    try:
+        prog.attach(a, "drv")
+        parsed = a.ns.ipr.get_links(a.ifindex)[0].get("IFLA_XDP")
+        assert rtnl.link_xdp(a.ns, a.ifindex) == (1, parsed.get("IFLA_XDP_PROG_ID"))
+        assert xdp.query(a) == xdp.XdpState("drv", parsed.get("IFLA_XDP_PROG_ID"))
+    finally:
+        prog.close()
+    assert rtnl.link_operstate(a.ns, a.ifindex) == a.ns.ipr.get_links(a.ifindex)[0].get("IFLA_OPERSTATE") == "UP"
+    assert sorted(rtnl.qdiscs(a.ns)) == sorted((q["index"], q.get_attr("TCA_KIND"), q.get_attr("TCA_STATS")["qlen"])
+                                               for q in a.ns.ipr.get_qdiscs())
+    with pytest.raises(OSError) as e:
+        rtnl.link_xdp(a.ns, 4242)
+    assert e.value.errno == 19
