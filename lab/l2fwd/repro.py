@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from ..pace import Bound
 from ..built import Lab
 from ..counters import Delta
 from ..fates import Fates, FatesError
@@ -54,11 +55,12 @@ def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = Non
     except FatesError:
         fates_before = None      # the Observation says so: fates None
     lab.port(SENDER).send(frame, count=frames)
-    # every frame has been decided by the program once the verdicts add up
-    deadline = time.monotonic() + 2
-    while sum(v for k, v in l2fwd.verdicts().items() if k != "malformed") < frames and time.monotonic() < deadline:
+    # every frame has been decided by the program once the verdicts add up, and has reached
+    # its end once the kernel is quiet (lab.settle: no fixed wait for frames that never come)
+    bound = Bound(2)
+    while sum(v for k, v in l2fwd.verdicts().items() if k != "malformed") < frames and not bound.expired():
         time.sleep(0.001)
-    egress.poll(0.2)
+    lab.settle()
     egress.poll()
     fates = lab.fates() - fates_before if fates_before is not None else None
     return Observation(frames, len(bytes(frame)), list(egress.received), l2fwd.verdicts(), before.again() - before,
