@@ -244,9 +244,9 @@ class Lab:
     def settle(self, bound: float = 1.0) -> "Quiet":
         """Wait until the kernel has finished with every frame sent so far (lab.settle): no
         clock, unless it stays busy past `bound` seconds (x pace.slowdown()); says which."""
-        from .pace import scaled
+        from .pace import Bound
         from .settle import wait_quiet
-        return wait_quiet([self], scaled(bound))
+        return wait_quiet([self], Bound(bound))
 
     def before_traffic(self) -> None:
         """Run the preflight checks (Port.send calls this)."""

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DataplaneError
-from .pace import scaled
+from .pace import Bound
 from .packets import Mask, as_mask, field_diff, hexdump, summary
 
 if TYPE_CHECKING:
@@ -290,7 +290,7 @@ class Capture:
         from .settle import wait_quiet
         mask = as_mask(expected)
         got: list[bytes] = []
-        deadline = time.monotonic() + scaled(timeout)
+        bound = Bound(timeout)
         while True:
             keep = []
             for raw in self.pending:
@@ -303,10 +303,10 @@ class Capture:
                 return got
             if self.poll():
                 continue
-            quiet = wait_quiet([self.iface.lab], max(0.0, deadline - time.monotonic()), until=self._readable)
+            quiet = wait_quiet([self.iface.lab], bound, until=self._readable)
             if self.poll():
                 continue
-            if quiet.settled or time.monotonic() > deadline:
+            if quiet.settled or bound.expired():
                 raise AssertionError(self._report(f"expected {count} matching frame(s), got {len(got)}",
                                                   mask, self.pending) + f"\n{quiet}")
 

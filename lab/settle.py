@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeVar
 
 from . import rtnl
-from .pace import scaled
+from .pace import Bound
 
 if TYPE_CHECKING:
     from .built import Lab
@@ -232,20 +232,19 @@ def threads_busy(before: dict[int, tuple[str, bytes]] | None) -> tuple[list[str]
     return busy, states
 
 
-def wait_quiet(labs: Iterable["Lab"], seconds: float, until: "Callable[[], bool] | None" = None) -> Quiet:
+def wait_quiet(labs: Iterable["Lab"], bound: Bound, until: "Callable[[], bool] | None" = None) -> Quiet:
     """Wait until the kernel has finished with every frame sent so far (see the module's
-    docstring), at most `seconds` (already scaled to the machine's pace): the threads idle,
+    docstring), at most until `bound` expires (on the machine's pace): the threads idle,
     then the qdiscs and backlogs empty, then the threads idle still and not run in between.
     `until()`, asked every round, ends the wait early (the caller's frames arrived)."""
     started = time.monotonic()
     try:
-        return _wait_quiet(list(labs), started, seconds, until)
+        return _wait_quiet(list(labs), started, bound, until)
     finally:
         waited[0] += time.monotonic() - started
 
 
-def _wait_quiet(labs: list["Lab"], started: float, seconds: float, until: "Callable[[], bool] | None") -> Quiet:
-    deadline = started + seconds
+def _wait_quiet(labs: list["Lab"], started: float, bound: Bound, until: "Callable[[], bool] | None") -> Quiet:
     held = unseen() + [t for lab in labs for t in unseeable(lab)]
     rounds, queued = 0, False
     while True:
@@ -264,7 +263,7 @@ def _wait_quiet(labs: list["Lab"], started: float, seconds: float, until: "Calla
                     return Quiet(True, time.monotonic() - started, rounds=rounds)
         if until is not None and until():
             return Quiet(False, time.monotonic() - started, busy + held, rounds, interrupted=True)
-        if time.monotonic() > deadline:
+        if bound.expired():
             decided["clock"] += 1
             return Quiet(False, time.monotonic() - started, busy + held, rounds)
         time.sleep(0.0005 if not held else 0.005)
@@ -274,13 +273,12 @@ def settled_read(labs: Iterable["Lab"], read: "Callable[[], T]", ok: "Callable[[
     """`read()` again until `ok(value)` holds, then once more when the kernel is quiet (a frame
     still in flight could change it: the value is then final); or until the liveness bound
     passes (`bound` seconds x pace.slowdown()). Returns the last value read: the caller asserts."""
-    labs = list(labs)
-    deadline = time.monotonic() + scaled(bound)
+    labs, limit = list(labs), Bound(bound)
     while True:
         value = read()
         if ok(value):
-            wait_quiet(labs, max(0.0, deadline - time.monotonic()))
+            wait_quiet(labs, limit)
             return read()
-        if time.monotonic() > deadline:
+        if limit.expired():
             return value
         time.sleep(0.002)

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections import Counter
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from lab.pace import scaled, share
+from lab.pace import Bound, share
 from lab.packets import udp_frame
 
 ROUTES = {"192.168.0.1": "00:00:11:22:33:44", "192.168.0.2": "02:00:00:00:0f:02"}
@@ -103,9 +102,9 @@ def fuzz_lab(lab, l2fwd):
 
 
 def wait_for(capture, frame: bytes, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + scaled(timeout)
+    bound = Bound(timeout)
     while frame not in capture.pending:
-        assert time.monotonic() < deadline, f"marker frame never reached {capture.iface.key}"
+        assert not bound.expired(), f"marker frame never reached {capture.iface.key}"
         capture.poll(0.01)
 
 

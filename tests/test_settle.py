@@ -18,6 +18,12 @@ from lab import settle
 from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the pair, its frame and its fixture
 
 
+def token_bucket(lab) -> None:
+    """A tbf on a/v0 (100 kbit/s, 200-byte burst): it lets a 142-byte frame out every ~11 ms."""
+    a = lab.iface("a/v0")
+    a.ns.ipr.tc("add", "tbf", a.ifindex, rate="100kbit", burst=200, latency="1s")
+
+
 def test_a_negative_check_is_decided_by_the_kernel_going_quiet(lab):
     """No clock: two reads of every frame-carrying thread, nothing running, nothing ran."""
     cap, port = lab.capture("b/v1"), lab.port("a/v0")
@@ -47,8 +53,7 @@ def test_frames_a_qdisc_holds_are_waited_for(lab, monkeypatch):
     """A token bucket on a/v0 (100 kbit/s, 200-byte burst) lets one 142-byte frame through
     and holds the other nine for ~100 ms:
     expect_none sees them (the qdisc's queue is read); without that read it passes wrongly."""
-    a = lab.iface("a/v0")
-    a.ns.ipr.tc("add", "tbf", a.ifindex, rate="100kbit", burst=200, latency="1s")
+    token_bucket(lab)
     cap, port = lab.capture("b/v1"), lab.port("a/v0")
     f = frame(payload=b"x" * 100)
 
@@ -145,8 +150,7 @@ def test_a_positive_check_reads_its_frames_while_it_waits(lab):
     its frames are there: a token bucket lets the ten out over ~100 ms, and the wait ends
     when the capture has something to read, not at its bound (which would count as decided
     by the clock)."""
-    a = lab.iface("a/v0")
-    a.ns.ipr.tc("add", "tbf", a.ifindex, rate="100kbit", burst=200, latency="1s")
+    token_bucket(lab)
     lab.userspace = "a forwarder of the test's own"
     cap, port = lab.capture("b/v1"), lab.port("a/v0")
     f = frame(payload=b"x" * 100)
