@@ -34,8 +34,10 @@ build/l2fwdctl: controlplane/l2fwdctl/main.go
 scenarios: setup          ## the main job: every scenario against the real kernel
 	$(PYTEST) scenarios/
 
-test: setup               ## everything: tests of lab/ itself and the scenarios
-	$(PYTEST) tests/ scenarios/
+# tests/test_reuse.py runs the whole scenario suite twice, with labs kept between tests and
+# with a fresh lab per test, and compares the outcomes: that is make test's scenario run
+test: setup               ## everything: tests of lab/ itself and the scenarios (both ways)
+	$(PYTEST) tests/
 
 kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 5.10, 6.1 and 6.12
 	@scripts/bootstrap-kernels.sh 5.10 6.1 6.12

@@ -18,6 +18,7 @@ import os
 import select
 import socket
 import struct
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,10 +83,18 @@ class XskSocket:
                 struct.pack_into("Q", self.fill.mem, self.fill.desc + 8 * i, i * frame_size)
             self.fill.put(self.fill.producer, ring)
             addr = struct.pack("HHIII", AF_XDP, XDP_COPY, iface.ifindex, queue, 0)
-            if _libc.bind(self.sock.fileno(), addr, len(addr)) != 0:
+            # A socket closed on this queue a moment ago still holds it: the kernel releases
+            # its buffer pool from a worker (xp_release_deferred), so EBUSY is retried briefly.
+            from .pace import Bound
+            bound = Bound(1.0)
+            while _libc.bind(self.sock.fileno(), addr, len(addr)) != 0:
                 err = ctypes.get_errno()
+                if err == errno.EBUSY and not bound.expired():
+                    time.sleep(0.001)
+                    continue
                 fix = ("the interface has no such queue: give it more rx queues (End(rx_queues=...))"
-                       if err == errno.EINVAL else "see dmesg")
+                       if err == errno.EINVAL else "another AF_XDP socket is bound to this queue: close it"
+                       if err == errno.EBUSY else "see dmesg")
                 raise DataplaneError(action, f"bind: {os.strerror(err)}", fix, errno=err)
         except OSError as e:
             self.close()

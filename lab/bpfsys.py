@@ -14,6 +14,7 @@ _NR_bpf = 321  # x86_64
 
 BPF_MAP_LOOKUP_ELEM, BPF_MAP_UPDATE_ELEM, BPF_MAP_DELETE_ELEM, BPF_MAP_GET_NEXT_KEY = 1, 2, 3, 4
 BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_MAP_UPDATE_BATCH = 26
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_GET_FD_BY_ID = 13
@@ -327,6 +328,25 @@ def pin(fd: int, path: str) -> None:
     """Pin a program or map at `path` in a bpffs (BPF_OBJ_PIN)."""
     name = ctypes.create_string_buffer(path.encode())
     _bpf(BPF_OBJ_PIN, _PinAttr(ctypes.addressof(name), fd, 0))
+
+
+def obj_get(path: str) -> int:
+    """An fd of the object pinned at `path` (BPF_OBJ_GET; close it when done)."""
+    name = ctypes.create_string_buffer(path.encode())
+    return _bpf(BPF_OBJ_GET, _PinAttr(ctypes.addressof(name), 0, 0))
+
+
+def object_of(fd: int) -> tuple[str, int] | None:
+    """("map", id), ("prog", id) or ("link", id) of a BPF object's fd, from its fdinfo."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except OSError:
+        return None
+    for kind in ("link", "map", "prog"):        # a link's fdinfo names its program too
+        if f"{kind}_id" in fields:
+            return kind, int(fields[f"{kind}_id"])
+    return None
 
 
 def test_run(prog_fd: int, frame: bytes) -> tuple[int, bytes]:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from .counters import Snapshot
     from .dataplane import Capture, Port
     from .fates import Fates, Send
+    from .inventory import Inventory
     from .settle import Quiet
     from .programs import Adopted
 
@@ -91,6 +92,15 @@ class Lab:
     userspace: str | None = None
     """A user-space process that forwards the lab's frames (an AF_XDP forwarder: "my xsk fwd"),
     unseen by lab.settle(): checks that nothing (more) arrived then wait their whole bound."""
+    _kept_at: int | None = None     # undo steps that built the lab (Lab.keep): reset() stops there
+    baseline: "Inventory | None" = None
+    """What the lab's namespaces held when it was kept (Lab.keep), for reset() to compare."""
+    objects: set[tuple[str, int]] = field(default_factory=set)
+    """("prog", id) and ("map", id) of every program attached in the lab since it was built,
+    and of its maps: a pin of one of them is the lab's (lab.inventory)."""
+    checked_ms: float = 0.0
+    """How long the last reset() took after the test's own objects were closed (wait for the
+    kernel, flush, fates afresh, the reading and the comparison): the price of reuse."""
 
     def ns(self, name: str) -> Netns:
         try:
@@ -156,6 +166,8 @@ class Lab:
         if any(p is program for p in self.programs):
             return
         self.programs.append(program)
+        self.objects.update(("map", m.info.id) for m in program.maps.values())
+        self.objects.update(("prog", prog_id) for _, _, prog_id in program.placements())
         addresses = self.addresses()
         for m in program.maps.values():
             m.addresses = addresses
@@ -263,6 +275,13 @@ class Lab:
     def close(self) -> None:
         """Undo everything, last made first. Goes on after a failed step and raises the
         first failure at the end, so one stuck object never leaks the others."""
+        errors, first = self._undo_to(0)
+        if first:
+            raise LabError(f"tear down lab {self.topology.name}", "; ".join(errors),
+                           "run `python -m lab clean` to remove what is left") from first[0]
+
+    def _undo_to(self, mark: int) -> tuple[list[str], list[BaseException]]:
+        """Run the undo steps registered after the first `mark` ones, last first; the failures."""
         errors: list[str] = []
         first: list[BaseException] = []
 
@@ -272,22 +291,64 @@ class Lab:
             except Exception as e:  # noqa: BLE001 - collected and re-raised below
                 errors.append(f"{what}: {e}")
                 first.append(e)
-        while self._undo:
+        while len(self._undo) > mark:
             what, fn, together = self._undo.pop()
-            if not together or not self._undo or not self._undo[-1][2]:
+            if not together or len(self._undo) <= mark or not self._undo[-1][2]:
                 run(what, fn)
                 continue
             group = [(what, fn)]
-            while self._undo and self._undo[-1][2]:
+            while len(self._undo) > mark and self._undo[-1][2]:
                 group.append(self._undo.pop()[:2])
             threads = [threading.Thread(target=run, args=step, name=f"xdplab: {step[0]}") for step in group]
             for t in threads:
                 t.start()
             for t in threads:
                 t.join()
-        if first:
-            raise LabError(f"tear down lab {self.topology.name}", "; ".join(errors),
-                           "run `python -m lab clean` to remove what is left") from first[0]
+        return errors, first
+
+    # reuse ---------------------------------------------------------------------------------
+    def keep(self) -> None:
+        """Make the lab reusable: from now on the kernel counts sysctl writes in its
+        namespaces, and what they hold now is what reset() compares with. Raises
+        InventoryError where that cannot be read (no kprobes, no bpffs...)."""
+        from . import inventory
+        if self._kept_at is not None:
+            return
+        inventory.watch(self, self.namespaces.values())
+        self._kept_at = len(self._undo)
+        self.baseline = inventory.Inventory.of(self)
+
+    def reset(self, bound: float = 1.0) -> list[str]:
+        """Put the lab back as it was kept, for another test: undo everything done since
+        (programs detached, captures, ports and processes closed), wait until the kernel has
+        finished with the frames (at most `bound` s), flush the neighbours the stack learnt,
+        start its fates afresh, and compare what its namespaces hold with Lab.keep's reading.
+        Returns every difference (empty: the lab is as built, ready to be used again)."""
+        from . import fates, inventory
+        from .pace import Bound
+        from .settle import wait_quiet
+        if self._kept_at is None or self.baseline is None:
+            raise LabError(f"reset lab {self.topology.name}", "it was never kept for reuse",
+                           "call lab.keep() right after build()")
+        errors, _ = self._undo_to(self._kept_at)
+        checking = time.perf_counter()
+        for made in (self.checks, self.captures, self.snapshots, self.sends, self.fate_marks, self.senders):
+            made.clear()
+        self.userspace, self._stats_fd = None, None
+        problems = [f"undo {e}" for e in errors]
+        problems += inventory.differences(self, self.baseline, inventory.Inventory.of(self))
+        if not problems:        # a lab that changed is not reused: no need to wait for its frames
+            quiet = wait_quiet([self], Bound(bound))
+            if not quiet.settled:
+                problems.append(f"the kernel was still busy with the last test's frames after {bound} s: "
+                                + "; ".join(quiet.busy))
+            inventory.flush_learnt_neighbours(self)
+            if self._recorder is not None:
+                devices = fates.devices(self.interfaces[k] for k in self.focus or self.interfaces)
+                self._recorder.unwatch(devices)
+                self._recorder.watch(devices)
+        self.checked_ms = (time.perf_counter() - checking) * 1e3
+        return problems
 
     def __enter__(self) -> "Lab":
         return self

@@ -59,6 +59,7 @@ def libbpf() -> ctypes.CDLL:
                                 ("bpf_object__find_program_by_name", p, [p, ctypes.c_char_p]),
                                 ("bpf_program__set_autoload", ctypes.c_int, [p, ctypes.c_bool]),
                                 ("bpf_program__attach", p, [p]),
+                                ("bpf_program__attach_cgroup", p, [p, ctypes.c_int]),
                                 ("bpf_link__destroy", ctypes.c_int, [p]),
                                 ("bpf_object__find_map_fd_by_name", ctypes.c_int, [p, ctypes.c_char_p]),
                                 ("bpf_object__find_map_by_name", p, [p, ctypes.c_char_p]),

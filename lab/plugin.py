@@ -2,7 +2,8 @@
 
 Fixtures (each makes one change and undoes it):
   lab_topology   the Topology to build: override it in your test module or conftest.py
-  lab            the built Lab: namespaces and veth pairs, removed after the test
+  lab            the built Lab: namespaces and veth pairs; after the test reset, checked and
+                 kept for the next test of the same topology (or removed: lab_fresh)
   xdp_mode       "skb" or "drv": every test that uses it runs once per mode (ids skb, drv)
   xdp_program    factory: xdp_program("bpf/prog.bpf.o:func") -> XdpProgram, loaded once per
                  process, detached and its maps emptied after the test
@@ -14,12 +15,15 @@ Markers:
   lab_program("PATH[:FN]")     the program a test runs when no --lab-program is given
   expect_drops                 the test is about vanishing frames: no preflight check
   lab_fates("paths")           record fates at this level for the test (on, paths, off)
+  lab_fresh                    the test changes the lab on purpose: a lab of its own, removed after
 Options:
   --lab-fates on|paths|off     what the kernel's frame events record (default on: exceptions,
                                failed redirects, transmits, skb drops; paths: every redirect too)
   --lab-program PATH[:FN]      the program(s) that tests using `lab_program` run against
   --lab-artifacts DIR          where reports are kept (default .lab-artifacts), one folder per test
   --lab-keep failed|all        keep reports of failed tests (default) or of every test
+  --lab-reuse on|off           keep labs between tests, reset and checked (default on), or build
+                               every test's lab afresh
 """
 from __future__ import annotations
 
@@ -33,8 +37,9 @@ from typing import Any
 
 import pytest
 
-from . import host, names, pace, preflight, programs, report, settle, sweep
+from . import host, inventory, names, pace, preflight, programs, report, settle, sweep
 from . import fates
+from .pool import Pool, warn_leak
 from .built import FATES, Lab, build
 from .dataplane import Port
 from .errors import LabError
@@ -43,10 +48,14 @@ from .topology import Topology
 from .xdp import MODES
 
 _HOST = pytest.StashKey[dict]()
+_POOL = pytest.StashKey[Pool]()
 _PHASES = pytest.StashKey[dict]()       # a test's time by phase, ms (XDPLAB_PHASES)
 PHASES_ENV = "XDPLAB_PHASES"            # a file: one JSON line per test, where its time went
 _frames = [0]       # frames sent by finished xdist workers
 _settled = [0, 0]   # checks decided when the kernel was quiet, and by the clock, by finished workers
+_labs = {"built": 0, "reused": 0, "rebuilt": 0}     # by finished workers
+_reset_ms: list[float] = []
+_no_reuse: list[str] = []
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -61,6 +70,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "redirects, transmits, skb drops), paths (also every successful redirect: slower), off")
     group.addoption("--lab-keep", choices=("failed", "all"), default="failed",
                     help="keep the report of failed tests only (default) or of every test")
+    group.addoption("--lab-reuse", choices=("on", "off"), default="on",
+                    help="keep each lab after its test, reset and checked to be exactly as built, for the next "
+                         "test of the same topology (default on); off: every test builds its own")
 
 
 def _terminated(signum: int, frame: object) -> None:
@@ -78,8 +90,11 @@ def pytest_configure(config: pytest.Config) -> None:
     for line in ("xdp_modes(*modes): attach modes to run a test in (default: skb and drv)",
                  "lab_program(spec): the program (PATH[:FUNCTION]) a test runs when no --lab-program is given",
                  "expect_drops: the test is about vanishing frames; the preflight check is off",
-                 "lab_fates(level): record the kernel's frame events at this level (on, paths, off)"):
+                 "lab_fates(level): record the kernel's frame events at this level (on, paths, off)",
+                 "lab_fresh: the test changes its lab on purpose (topology, sysctls...): it gets a lab of its own, "
+                 "removed after it, never one kept from another test"):
         config.addinivalue_line("markers", line)
+    config.stash[_POOL] = Pool()
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -92,8 +107,10 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """pytest-timeout's per-test bound follows the machine's pace (lab/pace.py): a slow guest
-    must not fail a scenario that would pass given the time."""
+    """Tests of one module that build the same lab in the same mode run one after another
+    (a kept lab serves them all). pytest-timeout's per-test bound follows the machine's pace
+    (lab/pace.py): a slow guest must not fail a scenario that would pass given the time."""
+    _group_by_lab(items)
     factor = pace.slowdown()
     if factor <= 1:
         return
@@ -106,6 +123,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         seconds = float(marker.args[0]) if marker is not None and marker.args else default
         if seconds > 0:
             item.add_marker(pytest.mark.timeout(seconds * factor), append=False)
+
+
+def _group_by_lab(items: list[pytest.Item]) -> None:
+    """Reorder `items` so that the tests of a module sharing a lab topology and an XDP mode
+    (their parameters) are neighbours; each group starts where its first test was, and the
+    order inside a group is kept."""
+    def group(item: pytest.Item) -> tuple[str, str, str]:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return (str(getattr(item, "fspath", "")), repr(params.get("lab_topology", "")), str(params.get("xdp_mode", "")))
+    first: dict[tuple[str, str, str], int] = {}
+    for index, item in enumerate(items):
+        first.setdefault(group(item), index)
+    items[:] = sorted(items, key=lambda item: first[group(item)])
 
 
 def attach_where_allowed(prog: "programs.XdpProgram", iface: Any, mode: str) -> Any:
@@ -148,6 +178,11 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
     _frames[0] += out.get("xdplab_frames", 0)
     _settled[0] += out.get("xdplab_quiet", 0)
     _settled[1] += out.get("xdplab_clock", 0)
+    for k in _labs:
+        _labs[k] += out.get(f"xdplab_labs_{k}", 0)
+    _reset_ms.extend(out.get("xdplab_reset_ms", []))
+    if out.get("xdplab_no_reuse"):
+        _no_reuse.append(out["xdplab_no_reuse"])
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
@@ -160,20 +195,45 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if quiet or clock:
         terminalreporter.write_line(f"xdplab: waits for the kernel to finish with the frames: {quiet} ended when it was "
                                     f"quiet, {clock} at their bound (a kernel busy past it)")
+    pool = terminalreporter.config.stash.get(_POOL, None)
+    counts = {k: v + (getattr(pool, k) if pool is not None else 0) for k, v in _labs.items()}
+    resets = sorted(_reset_ms + (pool.reset_ms if pool is not None else []))
+    if counts["built"] or counts["reused"]:
+        median = f" (reset and checked in {resets[len(resets) // 2]:.1f} ms, median)" if resets else ""
+        terminalreporter.write_line(f"xdplab: labs: {counts['built']} built, {counts['reused']} reused{median}, "
+                                    f"{counts['rebuilt']} rebuilt after a test left them changed (LabLeakWarning)")
+    problem = (pool.problem if pool is not None else None) or next(iter(_no_reuse), None)
+    if problem:
+        terminalreporter.write_line(f"xdplab: labs were not reused: {problem}", yellow=True)
 
 
+@pytest.hookimpl(trylast=True)     # after pytest's own teardown of the last (or interrupted) test's fixtures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Every process: close the BPF objects it loaded (and their pins). Controller: sweep what
     killed workers left; fail the session if it changed the host (the root namespace's links,
     addresses, routes and sysctls, pinned objects, the kernel's taint). Worker: report its
     frame count."""
     config = session.config
-    programs.close_objects()
-    fates.close()
+    pool = config.stash.get(_POOL, None)
+    try:
+        if pool is not None:
+            pool.close()        # kept labs first: they hold the recorder's and the watch's entries
+    except LabError as e:
+        config.get_terminal_writer().line(f"xdplab: {e}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    finally:
+        inventory.close()
+        programs.close_objects()
+        fates.close()
     if not _is_controller(config):
         config.workeroutput["xdplab_frames"] = Port.total_sent
         config.workeroutput["xdplab_quiet"] = settle.decided["quiet"]
         config.workeroutput["xdplab_clock"] = settle.decided["clock"]
+        if pool is not None:
+            for k in _labs:
+                config.workeroutput[f"xdplab_labs_{k}"] = getattr(pool, k)
+            config.workeroutput["xdplab_reset_ms"] = pool.reset_ms
+            config.workeroutput["xdplab_no_reuse"] = pool.problem
         return
     if _HOST not in config.stash:
         return
@@ -233,19 +293,27 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
     the kernel's fates of frames on its devices recorded (`lab.fates()`; --lab-fates, or
     @pytest.mark.lab_fates("paths") to follow every redirect).
 
-    Scope: function. Depends on: lab_topology. Everything in it is removed after the test,
-    pass or fail, in reverse order. Example::
+    Scope: function. Depends on: lab_topology. After the test, everything it did in the lab
+    is undone, pass or fail, in reverse order (programs detached, captures and ports closed,
+    processes stopped), and the lab is kept for the next test of the same topology once it is
+    checked to be exactly as built (lab.pool; links, addresses, routes, rules, neighbours,
+    qdiscs, offloads, queues, sysctls, pins). A test that left it changed is named in a
+    LabLeakWarning and the lab is rebuilt. With @pytest.mark.lab_fresh or --lab-reuse off,
+    the test gets a lab of its own, removed after it. Example::
 
         def test_up(lab):
             assert lab.iface("dut/veth0").ifindex > 0
     """
     marker = request.node.get_closest_marker("lab_fates")
     level = marker.args[0] if marker and marker.args else request.config.getoption("--lab-fates")
+    pool = request.config.stash[_POOL]
+    fresh = request.node.get_closest_marker("lab_fresh") is not None or request.config.getoption("--lab-reuse") == "off"
     began = time.perf_counter()
     try:
-        built = build(lab_topology, fates=level)
+        built = build(lab_topology, fates=level) if fresh else pool.take(lab_topology, level)
     except LabError as e:
         pytest.fail(str(e), pytrace=False)
+    pool.built += fresh
     request.node.stash.setdefault(_PHASES, {})["build"] = (time.perf_counter() - began) * 1e3
     if request.node.get_closest_marker("expect_drops") is None:
         built.checks.append(lambda: preflight.check(built))
@@ -253,7 +321,13 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
         yield built
     finally:
         began = time.perf_counter()
-        built.close()
+        if fresh:
+            built.close()
+        else:
+            left = pool.give_back(built)
+            if left:
+                path, line, _ = request.node.location
+                warn_leak(request.node.nodeid, built, left, (path, (line or 0) + 1))
         request.node.stash.setdefault(_PHASES, {})["close"] = (time.perf_counter() - began) * 1e3
 
 

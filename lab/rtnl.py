@@ -15,7 +15,7 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from .netns import Netns
@@ -24,10 +24,17 @@ NLMSG = struct.Struct("=IHHII")             # struct nlmsghdr
 RTA = struct.Struct("=HH")                  # struct rtattr
 IFINFOMSG = struct.Struct("=BxHiII")        # struct ifinfomsg
 TCMSG = struct.Struct("=BxxxiIII")          # struct tcmsg
+IFADDRMSG = struct.Struct("=BBBBI")         # struct ifaddrmsg
+RTMSG = struct.Struct("=BBBBBBBBI")         # struct rtmsg (struct fib_rule_hdr has the same shape)
+NDMSG = struct.Struct("=BxxxiHBB")          # struct ndmsg
 NLMSG_ERROR, NLMSG_DONE = 2, 3
-NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
-RTM_GETLINK, RTM_GETQDISC = 18, 38
-IFLA_OPERSTATE, IFLA_XDP = 16, 43
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP = 1, 4, 0x300
+RTM_GETLINK, RTM_GETADDR, RTM_GETROUTE, RTM_DELNEIGH, RTM_GETNEIGH, RTM_GETRULE, RTM_GETQDISC = 18, 22, 26, 29, 30, 34, 38
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER, IFLA_TXQLEN = 1, 3, 4, 10, 13
+IFLA_OPERSTATE, IFLA_LINKINFO, IFLA_NUM_TX_QUEUES, IFLA_NUM_RX_QUEUES, IFLA_XDP = 16, 18, 31, 32, 43
+IFLA_INFO_KIND = 1
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 OPERSTATES = ("UNKNOWN", "NOTPRESENT", "DOWN", "LOWERLAYERDOWN", "TESTING", "DORMANT", "UP")   # IF_OPER_*
 IFLA_XDP_ATTACHED, IFLA_XDP_PROG_ID = 2, 4
 TCA_KIND, TCA_STATS = 1, 3
@@ -84,16 +91,41 @@ def request(ns: "Netns", kind: int, flags: int, body: bytes) -> Iterator[tuple[b
             return
 
 
-def qdiscs(ns: "Netns") -> list[tuple[int, str, int]]:
-    """(ifindex, kind, frames queued) of every qdisc in the namespace."""
+class Qdisc(NamedTuple):
+    ifindex: int
+    kind: str
+    qlen: int           # frames it holds now
+    handle: int
+    parent: int
+
+
+def qdiscs(ns: "Netns") -> list[Qdisc]:
+    """Every qdisc in the namespace."""
     out = []
     for data, start, end in request(ns, RTM_GETQDISC, NLM_F_DUMP, TCMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
-        ifindex = TCMSG.unpack_from(data, start)[1]
+        ifindex, handle, parent, _info = TCMSG.unpack_from(data, start)[1:]
         attrs = attributes(data, start + TCMSG.size, end)
         stats = attrs.get(TCA_STATS, b"")
         qlen = TC_STATS.unpack_from(stats)[6] if len(stats) >= TC_STATS.size else 0
-        out.append((ifindex, attrs.get(TCA_KIND, b"").rstrip(b"\0").decode(), qlen))
+        out.append(Qdisc(ifindex, attrs.get(TCA_KIND, b"").rstrip(b"\0").decode(), qlen, handle, parent))
     return out
+
+
+def dump(ns: "Netns", kind: int, header: struct.Struct, family: int = socket.AF_UNSPEC
+         ) -> Iterator[tuple[tuple[int, ...], dict[int, bytes]]]:
+    """(the fixed header's fields, the attributes) of every object a dump request returns:
+    links (RTM_GETLINK, IFINFOMSG), addresses (RTM_GETADDR, IFADDRMSG), routes (RTM_GETROUTE,
+    RTMSG), rules (RTM_GETRULE, RTMSG), neighbours (RTM_GETNEIGH, NDMSG)."""
+    body = bytes([family]) + bytes(header.size - 1)
+    for data, start, end in request(ns, kind, NLM_F_DUMP, body):
+        yield header.unpack_from(data, start), attributes(data, start + header.size, end)
+
+
+def delete_neighbour(ns: "Netns", family: int, ifindex: int, dst: bytes) -> None:
+    """Remove one neighbour entry (RTM_DELNEIGH), as `ip neigh del` does."""
+    attr = RTA.pack(RTA.size + len(dst), NDA_DST) + dst + bytes(-len(dst) % 4)
+    for _ in request(ns, RTM_DELNEIGH, NLM_F_ACK, NDMSG.pack(family, ifindex, 0, 0, 0) + attr):
+        pass
 
 
 def _link(ns: "Netns", ifindex: int) -> dict[int, bytes]:

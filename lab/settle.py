@@ -181,8 +181,8 @@ def _busy_qdiscs(lab: "Lab") -> list[str]:
         mine = {i.ifindex: i for i in lab.interfaces.values() if i.ns is ns}
         if not mine:
             continue
-        busy += [f"{mine[index].key}'s {kind} qdisc holds {qlen} frame(s)" for index, kind, qlen in rtnl.qdiscs(ns)
-                 if index in mine and qlen]
+        busy += [f"{mine[q.ifindex].key}'s {q.kind} qdisc holds {q.qlen} frame(s)" for q in rtnl.qdiscs(ns)
+                 if q.ifindex in mine and q.qlen]
     return busy
 
 

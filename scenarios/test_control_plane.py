@@ -27,6 +27,7 @@ import pytest
 
 from lab.counters import assert_counters, merge, redirected, veth_hop
 from lab.fates import assert_fates, fates_before, refused_redirect
+from lab import xdp
 from lab.errors import MapError, PreflightError
 from lab.features import xdp_features
 from lab.l2fwd.seed import EGRESS, GO_FIXED, GO_SEED, INGRESS, ROUTED, SEED_MAC, go_seed_bytes, seed_frame
@@ -40,11 +41,18 @@ OBJ = PACKAGE_BPF / "l2fwd.bpf.o"
 
 
 def l2fwdctl(lab, *flags: str) -> dict:
-    """Run the Go control plane inside namespace fwd, as the seed did; what it says it did."""
+    """Run the Go control plane inside namespace fwd, as the seed did; what it says it did.
+    Its program stays attached when it exits; after the test it is detached, as an operator
+    would with `ip link set veth0 xdp off` (the lab keeps its labs between tests, and checks
+    that each is left as built)."""
     assert CTL.exists(), f"run the control plane {CTL}: not built; run `make setup` (it builds it with `make ctl`)"
     done = lab.run("fwd", [str(CTL), "-obj", str(OBJ), "-iface", "veth0",
                            "-route", f"{ROUTED}=veth2,{SEED_MAC}", *flags])
-    return json.loads(done.stdout)
+    said = json.loads(done.stdout)
+    veth0 = lab.iface(INGRESS)
+    lab.on_close("detach the control plane's program from fwd/veth0",
+                 lambda: xdp.detach(veth0, xdp.query(veth0).mode or "skb"))
+    return said
 
 
 def test_a_sane_control_plane_forwards(lab):

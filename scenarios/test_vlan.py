@@ -66,6 +66,18 @@ def lab_topology():
     return TOPOLOGY
 
 
+def set_offload(lab, key: str, short: str, value: str) -> None:
+    """`ethtool -K IF SHORT VALUE` in the lab (txvlan, rxvlan), put back as it was after the
+    test: the lab is kept for the next test, and checked to be as built."""
+    ns, ifname = key.split("/")
+    long = {"txvlan": "tx-vlan-offload", "rxvlan": "rx-vlan-offload"}[short]
+    shown = dict(line.split(": ", 1) for line in lab.run(ns, ["ethtool", "-k", ifname]).stdout.splitlines()
+                 if ": " in line)
+    was = shown[long].split()[0]
+    lab.run(ns, ["ethtool", "-K", ifname, short, value])
+    lab.on_close(f"turn {short} {was} again on {key}", lambda: lab.run(ns, ["ethtool", "-K", ifname, short, was]))
+
+
 def with_tag(frame: bytes) -> bytes:
     return frame[:12] + struct.pack("!HH", 0x8100, VID) + frame[12:]
 
@@ -77,7 +89,7 @@ def sent(lab, tag):
     plain = bytes(udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac))
     if tag == "in-bytes":
         return with_tag(plain), with_tag(plain)
-    lab.run("net1", ["ethtool", "-K", "veth1", "txvlan", "on" if tag == "offloaded" else "off"])
+    set_offload(lab, "net1/veth1", "txvlan", "on" if tag == "offloaded" else "off")
     lab.run("net1", ["tc", "qdisc", "add", "dev", "veth1", "clsact"])
     lab.on_close("remove clsact from net1/veth1", lambda: lab.run("net1", ["tc", "qdisc", "del", "dev", "veth1",
                                                                              "clsact"], check=False))
@@ -97,7 +109,7 @@ def test_the_program_sees_a_tag_only_in_the_bytes_and_a_capture_always_from_auxd
         lab, xdp_program, xdp_mode, tag, rxvlan, sent):
     raw, tagged = sent
     veth0 = lab.iface("fwd/veth0")
-    lab.run("fwd", ["ethtool", "-K", "veth0", "rxvlan", rxvlan])
+    set_offload(lab, "fwd/veth0", "rxvlan", rxvlan)
     program = xdp_program(COUNT)
     program.attach(veth0, xdp_mode)
     tap = lab.capture("fwd/veth0")

@@ -19,6 +19,13 @@ def lab_topology() -> Topology:
 
 
 _sandboxes = itertools.count()
+LONGEST = ("test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones", "test_quick_bench_emits_every_key")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest tests (whole scenario suites and the bench, in child sessions) start first:
+    a worker that picks one up at the end keeps the others waiting."""
+    items.sort(key=lambda item: item.name not in LONGEST)
 
 
 @pytest.fixture

@@ -19,9 +19,11 @@ from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the p
 
 
 def token_bucket(lab) -> None:
-    """A tbf on a/v0 (100 kbit/s, 200-byte burst): it lets a 142-byte frame out every ~11 ms."""
+    """A tbf on a/v0 (100 kbit/s, 200-byte burst): it lets a 142-byte frame out every ~11 ms;
+    removed after the test (the lab is kept for the next one)."""
     a = lab.iface("a/v0")
     a.ns.ipr.tc("add", "tbf", a.ifindex, rate="100kbit", burst=200, latency="1s")
+    lab.on_close("remove the tbf from a/v0", lambda: lab.run("a", ["tc", "qdisc", "del", "dev", "v0", "root"]))
 
 
 def test_a_negative_check_is_decided_by_the_kernel_going_quiet(lab):
@@ -177,8 +179,8 @@ def test_the_raw_rtnetlink_reads_agree_with_pyroute2(lab):
     finally:
         prog.close()
     assert rtnl.link_operstate(a.ns, a.ifindex) == a.ns.ipr.get_links(a.ifindex)[0].get("IFLA_OPERSTATE") == "UP"
-    assert sorted(rtnl.qdiscs(a.ns)) == sorted((q["index"], q.get_attr("TCA_KIND"), q.get_attr("TCA_STATS")["qlen"])
-                                               for q in a.ns.ipr.get_qdiscs())
+    assert sorted(rtnl.qdiscs(a.ns)) == sorted((q["index"], q.get_attr("TCA_KIND"), q.get_attr("TCA_STATS")["qlen"],
+                                                q["handle"], q["parent"]) for q in a.ns.ipr.get_qdiscs())
     with pytest.raises(OSError) as e:
         rtnl.link_xdp(a.ns, 4242)
     assert e.value.errno == 19
