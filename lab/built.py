@@ -314,9 +314,14 @@ class Lab:
         from . import inventory
         if self._kept_at is not None:
             return
-        inventory.watch(self, self.namespaces.values())
-        self._kept_at = len(self._undo)
-        self.baseline = inventory.Inventory.of(self)
+        try:
+            inventory.watch(self, self.namespaces.values())
+            mark = len(self._undo)
+            baseline = inventory.Inventory.of(self)
+        except OSError as e:
+            raise inventory.InventoryError(f"read what lab {self.topology.name} holds", str(e),
+                                           "run with --lab-reuse off, and report it") from None
+        self._kept_at, self.baseline = mark, baseline
 
     def reset(self, bound: float = 1.0) -> list[str]:
         """Put the lab back as it was kept, for another test: undo everything done since
