@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Soak: run the scenario suite N times in a row with -n 2 (default 20); after every run,
-# check that nothing of the lab is left. Prints one line per run and a total.
+# check that nothing of the lab is left. Prints one line per run (with how labs were kept
+# between tests, and how many were rebuilt after a test left them changed) and a total.
 #   scripts/soak.sh [N]            the scenario suite N times
 #   scripts/soak.sh fuzz [N]       the lab-file and command-line fuzzers, N examples each (default 2000)
 set -u
@@ -21,12 +22,13 @@ for i in $(seq "$runs"); do
   rc=$?
   n=$(printf '%s\n' "$out" | sed -n 's/^xdplab: \([0-9]*\) frames sent.*/\1/p')
   summary=$(printf '%s\n' "$out" | tail -n 1)
+  labs=$(printf '%s\n' "$out" | sed -n 's/^xdplab: labs: \([0-9]* built, [0-9]* reused\).*, \([0-9]*\) rebuilt.*/\1, \2 rebuilt/p')
   left=$(( $(ip netns list | grep -c '^xdplab-') + $(ls /run/xdplab/owners 2>/dev/null | wc -l) \
           + $(grep -c xdplab /proc/mounts) ))
   [ "$rc" = 0 ] || { failures=$((failures + 1)); printf '%s\n' "$out" | tail -n 40; }
   [ "$left" = 0 ] || leaks=$((leaks + 1))
   frames=$((frames + ${n:-0}))
-  echo "run $i: rc=$rc frames=${n:-0} leftovers=$left  $summary"
+  echo "run $i: rc=$rc frames=${n:-0} leftovers=$left labs: ${labs:-?}  $summary"
 done
 echo "soak: $runs runs, $failures failed, $leaks leaked, $frames frames"
 [ "$failures" = 0 ] && [ "$leaks" = 0 ]
