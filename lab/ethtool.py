@@ -103,3 +103,12 @@ def set_gro(iface: "Interface", on: bool) -> None:
     except OSError as err:
         raise LinkError(f"turn GRO {'on' if on else 'off'} on {iface.key}", err.strerror or str(err),
                         "check `ethtool -k` in the namespace", errno=err.errno) from None
+
+
+def set_gro_for_test(iface: "Interface", on: bool) -> None:
+    """`ethtool -K IF gro on|off` until the lab's test ends (Lab.on_close): then put back as
+    it was (GRO is on by default on a veth before 5.13, off after)."""
+    was = gro(iface)
+    set_gro(iface, on)
+    iface.lab.on_close(f"turn GRO {'on' if was else 'off'} again on {iface.key}",
+                       lambda: None if iface.ns.closed else set_gro(iface, was))

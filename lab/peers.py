@@ -38,13 +38,13 @@ def set_up_peers(lab: "Lab", at: "Interface", how: str) -> Callable[[], None]:
     of a program on `at`) as `how`; returns the undo (last made, first undone)."""
     check_peer(how)
     passes: list[XdpProgram] = []
-    gro: list["Interface"] = []
+    gro: list[tuple["Interface", bool]] = []     # and whether GRO was on before (5.10: on by default)
 
     def undo() -> None:
         while gro:
-            peer = gro.pop()
+            peer, was = gro.pop()
             if not peer.ns.closed:
-                ethtool.set_gro(peer, False)
+                ethtool.set_gro(peer, was)
         while passes:
             passes.pop().close()
     try:
@@ -57,8 +57,9 @@ def set_up_peers(lab: "Lab", at: "Interface", how: str) -> Callable[[], None]:
                 passes.append(p)
                 p.attach(peer, "drv")
             elif how == "gro":
+                was = ethtool.gro(peer)
                 ethtool.set_gro(peer, True)
-                gro.append(peer)
+                gro.append((peer, was))
     except BaseException:
         undo()
         raise

@@ -88,8 +88,7 @@ def test_xdp_tx_bounces_frames_back_when_the_peer_can_take_them(lab, xdp_program
     if peer == "pass":
         xdp_program(TX_BACK.named("xdp_dummy")).attach(veth1, "drv")
     elif peer == "gro":
-        ethtool.set_gro(veth1, True)
-        lab.on_close("turn GRO off on net1/veth1", lambda: ethtool.set_gro(veth1, False))
+        ethtool.set_gro_for_test(veth1, True)
     tx.attach(veth0, xdp_mode)
     frame = udp_frame(eth_src=veth1.mac, eth_dst=veth0.mac)
     bounced = udp_frame(eth_src=veth0.mac, eth_dst=veth1.mac)      # xdp_tx_back swaps the MACs
@@ -114,8 +113,7 @@ def test_preflight_refuses_xdp_tx_into_a_peer_that_cannot_take_it(lab, xdp_progr
     if peer == "pass":
         xdp_program(TX_BACK.named("xdp_dummy")).attach(veth1, "drv")
     elif peer == "gro":
-        ethtool.set_gro(veth1, True)
-        lab.on_close("turn GRO off on net1/veth1", lambda: ethtool.set_gro(veth1, False))
+        ethtool.set_gro_for_test(veth1, True)
     xdp_program(TX_BACK).attach(veth0, "drv")
     frame = udp_frame(eth_src=veth1.mac, eth_dst=veth0.mac)
     if peer == "pass":
