@@ -411,4 +411,8 @@ def watch(lab: "Lab", namespaces: Iterable["Netns"]) -> None:
     inodes = [netns_inode(ns) for ns in namespaces]
     for i in inodes:
         w.watch(i)
-    lab.on_close("stop counting sysctl writes", lambda: [w.unwatch(i) for i in inodes] and None)
+
+    def unwatch() -> None:
+        for i in inodes:
+            w.unwatch(i)
+    lab.on_close("stop counting sysctl writes", unwatch)

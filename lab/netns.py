@@ -26,31 +26,43 @@ STATE_BASE = "/run/xdplab"            # the lab's own records: owners, labs up, 
 SANDBOX_ENV = "XDPLAB_SANDBOX"
 
 
-def iproute_class() -> "type[IPRoute]":
-    """pyroute2's IPRoute without the rest of pyroute2. pyroute2's package __init__ imports
-    every module it has (NDB, IPDB, conntrack, IPVS, wireguard, nl80211...: ~80 ms in every
-    process, a third of a command's start); the package is registered here with its search
-    path only, and the first attribute anyone asks of it (`from pyroute2 import NDB`) runs the
-    real __init__ then, so the rest of pyroute2 still works as documented."""
+def lazy_pyroute2() -> None:
+    """Register pyroute2's package without running its __init__, which imports every module
+    pyroute2 has (NDB, IPDB, conntrack, IPVS, wireguard, nl80211...: ~150 ms in every process,
+    half of a command's start). The package gets its search path only, so `import
+    pyroute2.netlink.exceptions` and IPRoute load just what they need; the first attribute
+    anyone asks of the package itself (`from pyroute2 import NDB`) runs the real __init__
+    then, so the rest of pyroute2 still works as documented. Done when this module is
+    imported (before any pyroute2 import of the lab's); a no-op once pyroute2 is imported."""
     import importlib
     import importlib.util
     import sys
-    if "pyroute2" not in sys.modules:
-        spec = importlib.util.find_spec("pyroute2")
-        if spec is not None and spec.loader is not None and spec.submodule_search_locations is not None:
-            package = importlib.util.module_from_spec(spec)
-            loader = spec.loader
+    if "pyroute2" in sys.modules:
+        return
+    spec = importlib.util.find_spec("pyroute2")
+    if spec is None or spec.loader is None or spec.submodule_search_locations is None:
+        return
+    package = importlib.util.module_from_spec(spec)
+    loader = spec.loader
 
-            def whole(name: str) -> object:
-                if importlib.util.find_spec(f"pyroute2.{name}") is not None:     # a subpackage: just it
-                    return importlib.import_module(f"pyroute2.{name}")
-                del package.__dict__["__getattr__"]
-                loader.exec_module(package)
-                return getattr(package, name)
-            package.__getattr__ = whole  # type: ignore[attr-defined]
-            sys.modules["pyroute2"] = package
+    def whole(name: str) -> object:
+        if importlib.util.find_spec(f"pyroute2.{name}") is not None:     # a subpackage: just it
+            return importlib.import_module(f"pyroute2.{name}")
+        del package.__dict__["__getattr__"]
+        loader.exec_module(package)
+        return getattr(package, name)
+    package.__getattr__ = whole  # type: ignore[attr-defined]
+    sys.modules["pyroute2"] = package
+
+
+def iproute_class() -> "type[IPRoute]":
+    """pyroute2's IPRoute without the rest of pyroute2 (lazy_pyroute2)."""
+    lazy_pyroute2()
     from pyroute2.iproute.linux import IPRoute
     return IPRoute
+
+
+lazy_pyroute2()
 
 
 def sandbox() -> str:

@@ -254,3 +254,15 @@ def test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones(tmp_path):
     assert "0 rebuilt after a test left them changed" in said
     assert reused > 3 * built, said[-500:]
     assert re.search(rf"labs: {built + reused} built, 0 reused", runs["off"][1]), runs["off"][1][-500:]
+
+
+def test_where_sysctl_writes_cannot_be_watched_every_lab_is_fresh(pool, monkeypatch):
+    """No cgroup v2 or no CONFIG_CGROUP_BPF: the pool says why and builds a lab per test."""
+    def unavailable():
+        raise inventory.InventoryError("find this process's cgroup", "no cgroup v2 hierarchy is mounted", "mount one")
+    monkeypatch.setattr(inventory, "sysctl_watch", unavailable)
+    first = pool.take(PAIR, "off")
+    assert pool.problem == ("find this process's cgroup: no cgroup v2 hierarchy is mounted; mount one")
+    assert pool.give_back(first) == [] and all(ns.closed for ns in first.namespaces.values())
+    second = pool.take(PAIR, "off")
+    assert second is not first and (pool.built, pool.reused) == (2, 0)
