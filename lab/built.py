@@ -99,8 +99,9 @@ class Lab:
     """("prog", id) and ("map", id) of every program attached in the lab since it was built,
     and of its maps: a pin of one of them is the lab's (lab.inventory)."""
     checked_ms: float = 0.0
-    """How long the last reset() took after the test's own objects were closed (wait for the
-    kernel, flush, fates afresh, the reading and the comparison): the price of reuse."""
+    """How long the last reset() took beyond what closing the lab would also do (undoing the
+    test's steps, forgetting its fates): the reading, the comparison, the wait for the
+    kernel, the flush. The price of reuse."""
 
     def ns(self, name: str) -> Netns:
         try:
@@ -336,6 +337,9 @@ class Lab:
             raise LabError(f"reset lab {self.topology.name}", "it was never kept for reuse",
                            "call lab.keep() right after build()")
         errors, _ = self._undo_to(self._kept_at)
+        devices = fates.devices(self.interfaces[k] for k in self.focus or self.interfaces)
+        if self._recorder is not None:      # forget the test's fates (as closing the lab would)
+            self._recorder.unwatch(devices)
         checking = time.perf_counter()
         for made in (self.checks, self.captures, self.snapshots, self.sends, self.fate_marks, self.senders):
             made.clear()
@@ -348,10 +352,8 @@ class Lab:
                 problems.append(f"the kernel was still busy with the last test's frames after {bound} s: "
                                 + "; ".join(quiet.busy))
             inventory.flush_learnt_neighbours(self)
-            if self._recorder is not None:
-                devices = fates.devices(self.interfaces[k] for k in self.focus or self.interfaces)
-                self._recorder.unwatch(devices)
-                self._recorder.watch(devices)
+        if self._recorder is not None:
+            self._recorder.watch(devices)
         self.checked_ms = (time.perf_counter() - checking) * 1e3
         return problems
 
