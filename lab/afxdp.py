@@ -15,7 +15,6 @@ import ctypes
 import errno
 import mmap
 import os
-import select
 import socket
 import struct
 import time
@@ -119,18 +118,23 @@ class XskSocket:
         return self.sock.fileno()
 
     def receive(self, count: int, timeout: float = 2.0) -> list[bytes]:
-        """Up to `count` frames from the RX ring, waiting at most `timeout` for them; each
-        frame's UMEM chunk goes back to the fill ring."""
+        """Up to `count` frames from the RX ring: returns as soon as `count` are read, or when
+        the kernel has finished with every frame sent (lab.settle: the kernel fills the ring in
+        the softirq that carries the frame, so nothing more can come then), or at `timeout`,
+        a liveness bound. Each frame's UMEM chunk goes back to the fill ring."""
         assert self.rx is not None and self.fill is not None and self.umem is not None
+        from .settle import wait_quiet
         out: list[bytes] = []
         bound = Bound(timeout)
+        settled = False
         while len(out) < count:
             prod, cons = self.rx.get(self.rx.producer), self.rx.get(self.rx.consumer)
             if prod == cons:
-                left = bound.left()
-                if left <= 0:
+                if settled or bound.expired():
                     break
-                select.select([self.sock], [], [], min(left, 0.05))
+                rx = self.rx
+                settled = wait_quiet([self.iface.lab], bound,
+                                     until=lambda: rx.get(rx.producer) != rx.get(rx.consumer)).settled
                 continue
             fill_prod = self.fill.get(self.fill.producer)
             while cons != prod and len(out) < count:

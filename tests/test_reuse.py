@@ -239,13 +239,21 @@ def test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones(tmp_path):
     same tests, the same outcomes, all passed; no test leaves its lab changed. This is the
     scenario run of `make test` (`make scenarios` runs them once, reporting each)."""
     runs = {}
-    for reuse in ("on", "off"):
-        junit = tmp_path / f"{reuse}.xml"
-        r = subproc.run("-m", "pytest", "-p", "no:cacheprovider", "-q", "-n", "2", "scenarios/",
-                        f"--lab-reuse={reuse}", f"--junitxml={junit}", timeout=1100)
-        assert r.returncode == 0, f"the scenarios with --lab-reuse={reuse}:\n" + failures(junit) + \
-            r.stdout[-3000:] + r.stderr[-2000:]
-        runs[reuse] = (outcomes(junit), r.stdout)
+    started = {reuse: subproc.popen("-m", "pytest", "-p", "no:cacheprovider", "-q", "-n0", "scenarios/",
+                                    f"--lab-reuse={reuse}", f"--junitxml={tmp_path / f'{reuse}.xml'}",
+                                    env=subproc.child_env())
+               for reuse in ("on", "off")}       # side by side, one process each: the two cores
+    try:
+        for reuse, p in started.items():
+            out, _ = p.communicate(timeout=1100)
+            junit = tmp_path / f"{reuse}.xml"
+            assert p.returncode == 0, f"the scenarios with --lab-reuse={reuse}:\n" + failures(junit) + out[-3000:]
+            runs[reuse] = (outcomes(junit), out)
+    finally:
+        for p in started.values():
+            if p.poll() is None:
+                p.terminate()       # the session tears its labs down on SIGTERM
+                p.communicate(timeout=60)
     (kept, said), (fresh, _) = runs["on"], runs["off"]
     assert kept == fresh, {k: (v, fresh.get(k)) for k, v in kept.items() if fresh.get(k) != v}
     assert set(kept.values()) == {"passed"}, {k: v for k, v in kept.items() if v != "passed"}
