@@ -36,6 +36,8 @@ INTERFACE_TYPES = {"devmap", "devmap_hash"}
 """Maps whose values are ifindexes, resolved by the kernel in the writer's network namespace."""
 PERCPU_TYPES = {"percpu_hash", "percpu_array", "lru_percpu_hash"}
 ARRAY_TYPES = {"array", "percpu_array"}
+INDEXED = ARRAY_TYPES | {"devmap", "cpumap", "xskmap", "prog_array"}
+"""Map types whose keys are the indices 0..max_entries-1, whether an entry is there or not."""
 
 
 class _ElemAttr(ctypes.Structure):
