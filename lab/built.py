@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import socket
 import subprocess
 import threading
 import time
@@ -98,6 +99,8 @@ class Lab:
     objects: set[tuple[str, int]] = field(default_factory=set)
     """("prog", id) and ("map", id) of every program attached in the lab since it was built,
     and of its maps: a pin of one of them is the lab's (lab.inventory)."""
+    _spares: dict[tuple[str, str], list["socket.socket"]] = field(default_factory=dict)
+    """("port" or "capture", interface key) -> sockets a kept lab keeps between tests."""
     checked_ms: float = 0.0
     """How long the last reset() took beyond what closing the lab would also do (undoing the
     test's steps, forgetting its fates): the reading, the comparison, the wait for the
@@ -122,20 +125,51 @@ class Lab:
         return self.iface(self.topology.peer(key).key)
 
     def port(self, key: str) -> "Port":
-        """A sender on interface `key`, closed with the lab."""
+        """A sender on interface `key`, closed with the lab (kept for the next test of a kept lab)."""
         from .dataplane import Port
-        p = Port(self.iface(key))
-        self.on_close(f"close port on {key}", p.close, together=True)
+        p = Port(self.iface(key), self._spare_socket("port", key))
+        self._close_or_keep("port", key, p.sock)
         return p
 
     def capture(self, key: str, rcvbuf: int = 32 << 20) -> "Capture":
         """A capture of what interface `key` receives from now on, closed with the lab
-        (`rcvbuf`: its socket's receive buffer, bytes)."""
+        (parked for the next test of a kept lab; `rcvbuf`: its socket's receive buffer, bytes)."""
         from .dataplane import Capture
-        c = Capture(self.iface(key), rcvbuf)
-        self.on_close(f"close capture on {key}", c.close, together=True)
+        c = Capture(self.iface(key), rcvbuf, self._spare_socket("capture", key))
+        self._close_or_keep("capture", key, c.sock)
         self.captures.append(c)
         return c
+
+    def _spare_socket(self, kind: str, key: str) -> "socket.socket | None":
+        spare = self._spares.get((kind, key))
+        return spare.pop() if spare else None
+
+    def _close_or_keep(self, kind: str, key: str, sock: "socket.socket") -> None:
+        """When the test ends: a kept lab keeps the socket for the next test (a capture
+        parked: dataplane.park), any other lab closes it. Closing an AF_PACKET socket waits for
+        an RCU grace period (~13 ms here), once per test without this."""
+        if self._kept_at is None:
+            self.on_close(f"close {kind} on {key}", sock.close, together=True)
+            return
+
+        def keep() -> None:
+            if sock.fileno() == -1:         # the test closed it itself
+                return
+            if kind == "capture":
+                from .dataplane import park
+                park(sock)
+            self._spares.setdefault((kind, key), []).append(sock)
+        self.on_close(f"keep the {kind} socket of {key} for the next test", keep)
+
+    def _close_spares(self) -> None:
+        """Close the sockets kept for later tests, all at once (one RCU grace period)."""
+        socks = [s for kept in self._spares.values() for s in kept]
+        self._spares.clear()
+        threads = [threading.Thread(target=s.close, name="xdplab: close a kept socket") for s in socks]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
 
     def snapshot(self) -> "Snapshot":
         """Counters of every interface of the lab, now."""
@@ -317,6 +351,7 @@ class Lab:
             return
         try:
             inventory.watch(self, self.namespaces.values())
+            self.on_close("close the sockets kept between tests", self._close_spares)
             mark = len(self._undo)
             baseline = inventory.Inventory.of(self)
         except OSError as e:

@@ -45,6 +45,34 @@ NEGATIVE_TIMEOUT = 1.0       # how long a kernel that stays busy may delay a che
                              # arrived (lab.settle decides it at once when the kernel is quiet)
                              # (both x pace.slowdown(): longer on a slow machine)
 SO_RCVBUFFORCE = 33         # not in Python 3.11's socket module
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+_DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))    # classic BPF: ret #0
+_DROP_ALL_PROG = struct.pack("HxxxxxxP", 1, ctypes.addressof(_DROP_ALL))       # struct sock_fprog
+
+
+def park(sock: socket.socket) -> None:
+    """Keep a capture socket for a later test of a kept lab without closing it (closing an
+    AF_PACKET socket waits for an RCU grace period: synchronize_net in packet_release, ~13 ms
+    here): a filter drops every frame before it is queued (no copy), and what was queued
+    is read away."""
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, _DROP_ALL_PROG)
+    _drain(sock)
+
+
+def unpark(sock: socket.socket) -> None:
+    """A parked capture socket made ready again: the queue read away, its statistics read
+    (the kernel resets them on each read), the filter off."""
+    _drain(sock)
+    sock.getsockopt(SOL_PACKET, PACKET_STATISTICS, 8)
+    sock.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+
+
+def _drain(sock: socket.socket) -> None:
+    while True:
+        try:
+            sock.recv(65536, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -163,14 +191,18 @@ class Port:
     total_sent = 0      # frames sent by every Port of this process (the session summary)
     sending_s = 0.0     # seconds spent in send(), preflight included (the bench's phases)
 
-    def __init__(self, iface: "Interface") -> None:
+    def __init__(self, iface: "Interface", sock: socket.socket | None = None) -> None:
+        """A sender on `iface`: a new AF_PACKET socket, or `sock`, one a kept lab kept."""
         self.iface = iface
-        self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            self.sock.bind((iface.name, 0))
-        except OSError as e:
-            self.sock.close()
-            raise DataplaneError(f"open port on {iface.key}", e.strerror or str(e), errno=e.errno) from None
+        if sock is not None:
+            self.sock = sock
+        else:
+            self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                self.sock.bind((iface.name, 0))
+            except OSError as e:
+                self.sock.close()
+                raise DataplaneError(f"open port on {iface.key}", e.strerror or str(e), errno=e.errno) from None
         self.sent = 0
 
     def send(self, frame: Any, count: int = 1, queue: int | None = None) -> None:
@@ -212,17 +244,23 @@ class Port:
 class Capture:
     """Every frame an interface receives from the moment the capture is opened."""
 
-    def __init__(self, iface: "Interface", rcvbuf: int = 32 << 20) -> None:
+    def __init__(self, iface: "Interface", rcvbuf: int = 32 << 20, sock: socket.socket | None = None) -> None:
+        """A capture on `iface`: a new AF_PACKET socket, or `sock`, one a kept lab parked."""
         self.iface = iface
-        self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
-        try:
-            self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
-            self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
-            self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
-            self.sock.bind((iface.name, ETH_P_ALL))
-        except OSError as e:
-            self.sock.close()
-            raise DataplaneError(f"open capture on {iface.key}", e.strerror or str(e), errno=e.errno) from None
+        if sock is not None:
+            self.sock = sock
+            unpark(sock)
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+        else:
+            self.sock = iface.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+            try:
+                self.sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                self.sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
+                self.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, rcvbuf)
+                self.sock.bind((iface.name, ETH_P_ALL))
+            except OSError as e:
+                self.sock.close()
+                raise DataplaneError(f"open capture on {iface.key}", e.strerror or str(e), errno=e.errno) from None
         self.sock.setblocking(False)
         self.received: list[bytes] = []     # every frame, in order of arrival
         self.times: list[float] = []        # when poll() read each of them (for the pcap)

@@ -274,3 +274,49 @@ def test_where_sysctl_writes_cannot_be_watched_every_lab_is_fresh(pool, monkeypa
     assert pool.give_back(first) == [] and all(ns.closed for ns in first.namespaces.values())
     second = pool.take(PAIR, "off")
     assert second is not first and (pool.built, pool.reused) == (2, 0)
+
+
+def send_raw(lab, ns: str, ifname: str, frame: bytes, count: int) -> None:
+    """Frames onto an interface from a socket of the test's own (not the lab's ports)."""
+    with lab.ns(ns).socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as s:
+        s.bind((ifname, 0))
+        for _ in range(count):
+            s.send(frame)
+
+
+def parked_capture_sees(pool, frames_while_parked: int) -> tuple[object, int]:
+    lab = pool.take(PAIR, "off")
+    cap, port = lab.capture("b/v1"), lab.port("a/v0")
+    port.send(FRAME, count=3)
+    cap.expect(FRAME, count=3)
+    assert pool.give_back(lab) == []
+    send_raw(lab, "a", "v0", FRAME, frames_while_parked)      # while the sockets are kept
+    lab.settle()
+    assert pool.take(PAIR, "off") is lab
+    cap2, port2 = lab.capture("b/v1"), lab.port("a/v0")
+    assert cap2.sock is cap.sock and port2.sock is port.sock, "the kept lab's sockets, not new ones"
+    cap2.poll()
+    seen = len(cap2.pending)
+    port2.send(FRAME, count=2)
+    return cap2, seen
+
+
+def test_a_kept_lab_keeps_its_sockets_and_a_parked_capture_starts_empty(pool):
+    """Closing an AF_PACKET socket costs an RCU grace period: a kept lab keeps its ports and
+    captures for the next test. A capture parked between tests drops what arrives (a filter)
+    and starts the next test empty."""
+    cap, seen = parked_capture_sees(pool, 5)
+    assert seen == 0
+    cap.expect(FRAME, count=2)
+    cap.expect_no_other()
+    assert cap.drops == 0
+
+
+def test_without_parking_the_next_test_would_see_frames_of_the_time_between(pool, monkeypatch):
+    """The broken variant: a socket kept without the filter and the reads sees the 5 frames
+    sent between the tests, which are not the next test's."""
+    from lab import dataplane
+    monkeypatch.setattr(dataplane, "park", lambda sock: None)
+    monkeypatch.setattr(dataplane, "unpark", lambda sock: None)
+    _, seen = parked_capture_sees(pool, 5)
+    assert seen == 5
