@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -403,10 +403,21 @@ def _static_neighbours(lab: Lab, v: Veth) -> None:
     """Each end of a veth knows its peer's MAC for good (a permanent neighbour entry), so
     that replies from a namespace's stack never start ARP: a check for "no other frame"
     must not depend on whether a neighbour entry happened to be cached."""
+    from . import rtnl
     a, b = lab.interfaces[v.a.key], lab.interfaces[v.b.key]
     for near, far in ((a, b), (b, a)):
         if near.ip and far.ip:
-            near.ns.ipr.neigh("add", dst=far.ip, lladdr=far.mac, ifindex=near.ifindex, state=0x80)  # NUD_PERMANENT
+            rtnl.add_neighbour(near.ns, near.ifindex, far.ip, far.mac)
+
+
+@contextlib.contextmanager
+def _refused(action: str, fix: str) -> "Iterator[None]":
+    """The kernel's refusal of a build step as a LinkError, in its own words."""
+    from .rtnl import RtnlError
+    try:
+        yield
+    except RtnlError as e:
+        raise LinkError(action, e.strerror or str(e), fix, errno=e.errno) from None
 
 
 def _wait_operstate_up(lab: Lab, timeout: float = 5.0) -> None:
@@ -467,7 +478,7 @@ def build(topology: Topology, names: NameFactory | None = None, *, fates: str = 
 def _build(topology: Topology, names: NameFactory | None, fates: str) -> Lab:
     """Create the namespaces and veth pairs of `topology`; on any error, remove what was
     made so far and raise."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from . import rtnl
 
     topology.validate()
     names = names or default_factory()
@@ -479,29 +490,25 @@ def _build(topology: Topology, names: NameFactory | None, fates: str) -> Lab:
             lab.on_close(f"delete namespace {ns.name}", ns.close)
         for v in topology.veths:
             a_ns, b_ns = lab.namespaces[v.a.ns], lab.namespaces[v.b.ns]
-            action = f"create veth {v.a.key} -- {v.b.key}"
-            try:
-                a_ns.ipr.link("add", ifname=v.a.name, kind="veth", address=v.a.resolved_mac(), mtu=v.a.mtu,
-                              num_rx_queues=v.a.rx_queues, num_tx_queues=v.a.tx_queues,
-                              peer={"ifname": v.b.name, "address": v.b.resolved_mac(), "mtu": v.b.mtu,
-                                    "num_rx_queues": v.b.rx_queues, "num_tx_queues": v.b.tx_queues,
-                                    "net_ns_fd": b_ns.fd})
-            except NetlinkError as e:
-                raise LinkError(action, e.args[1] if len(e.args) > 1 else str(e),
-                                "check the names and MTUs", errno=e.code) from None
+            with _refused(f"create veth {v.a.key} -- {v.b.key}", "check the names and MTUs"):
+                rtnl.add_veth(a_ns, *({"name": e.name, "mac": e.resolved_mac(), "mtu": e.mtu, "rx_queues": e.rx_queues,
+                                       "tx_queues": e.tx_queues} for e in (v.a, v.b)), peer_ns_fd=b_ns.fd)
             # No undo step of its own: a veth goes with its namespace. Deleting a namespace
             # unregisters all its devices (and their peers) in one batch, one RCU grace period
             # for them all instead of one per `ip link del` (~25 ms each here).
             for e, ns in ((v.a, a_ns), (v.b, b_ns)):
-                index = ns.ipr.link_lookup(ifname=e.name)[0]
-                if e.ip:
-                    addr, plen = e.ip.split("/")
-                    ns.ipr.addr("add", index=index, address=addr, prefixlen=int(plen))
+                with _refused(f"set up {e.key}", "check its address"):
+                    index = rtnl.link_index(ns, e.name)
+                    if e.ip:
+                        addr, plen = e.ip.split("/")
+                        rtnl.add_address(ns, index, addr, int(plen))
                 lab.interfaces[e.key] = Interface(lab, ns, e.ns, e.name, index, e.resolved_mac(),
                                                   e.ip.split("/")[0] if e.ip else None)
             for e, ns in ((v.a, a_ns), (v.b, b_ns)):
-                ns.ipr.link("set", index=lab.interfaces[e.key].ifindex, state="up")
-            _static_neighbours(lab, v)
+                with _refused(f"bring up {e.key}", "see `ip link` in its namespace"):
+                    rtnl.link_up(ns, lab.interfaces[e.key].ifindex)
+            with _refused(f"add the static neighbours of {v.a.key} -- {v.b.key}", "see `ip neigh` in the namespaces"):
+                _static_neighbours(lab, v)
         _wait_operstate_up(lab)
         watch_fates(lab, fates)
     except BaseException:

@@ -366,7 +366,9 @@ class MapView:
                            "using it is attached, so the namespace that ifindex belongs to is unknown",
                            "give the interface itself (lab.iface('ns/if')), or attach the program first")
         home = self.home
-        if not isinstance(index, int) or not any(link["index"] == index for link in home.ns.ipr.get_links()):
+        from . import rtnl
+        if not isinstance(index, int) or not any(h[2] == index for h, _ in rtnl.dump(home.ns, rtnl.RTM_GETLINK,
+                                                                                     rtnl.IFINFOMSG)):
             raise MapError(f"update {self.name} with ifindex {index}",
                            f"no interface of namespace {home.nsname} (where the program runs) has that ifindex",
                            f"give the interface itself (lab.iface('ns/if')); {home.nsname} has "

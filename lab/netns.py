@@ -185,7 +185,8 @@ class Netns:
         try:
             ns.sysctl("net/ipv6/conf/all/disable_ipv6", 1)   # quiet: no DAD, RS or MLD frames
             ns.sysctl("net/ipv6/conf/default/disable_ipv6", 1)
-            ns.ipr.link("set", index=1, state="up")             # lo
+            from . import rtnl
+            rtnl.link_up(ns, 1)                                  # lo
         except BaseException:
             ns.close()
             raise
@@ -284,7 +285,12 @@ class Netns:
     def rtnl(self) -> socket.socket:
         """A raw rtnetlink socket of this namespace, for lab.rtnl's reads."""
         if self._rtnl is None:
-            self._rtnl = self.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)      # NETLINK_ROUTE
+            from . import rtnl
+            sock = self.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)      # NETLINK_ROUTE
+            with contextlib.suppress(OSError):          # the kernel's reasons in its acks (4.12+)
+                sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_CAP_ACK, 1)
+                sock.setsockopt(rtnl.SOL_NETLINK, rtnl.NETLINK_EXT_ACK, 1)
+            self._rtnl = sock
         return self._rtnl
 
     def next_seq(self) -> int:

@@ -15,16 +15,18 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import bpfsys, sweep, xdp
-from .btf import Btf
+from typing import TYPE_CHECKING
+
+from . import bpfsys, rtnl, sweep, xdp
 from .built import Interface, Lab, build
-from .counters import read
 from .errors import LabError, TopologyError
-from .maps import MapView, decode, hexbytes
 from .names import UpNames
 from .netns import NETNS_RUN_DIR, Netns
-from .spec import LabSpec, load
 from .topology import End, Topology, Veth
+
+if TYPE_CHECKING:       # imported where used: `lab down` and `status` need none of them (a command's start)
+    from .maps import MapView
+    from .spec import LabSpec
 
 
 
@@ -147,6 +149,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     from .peers import set_up_peers
     from .trace import new_tag
 
+    from .spec import load
     spec: LabSpec = load(file)
     labname = spec.name if name is None else name
     try:
@@ -230,11 +233,12 @@ def attach(state: dict[str, Any]) -> Lab:
     for v in veths:
         for e in (v.a, v.b):
             ns = lab.namespaces[e.ns]
-            index = ns.ipr.link_lookup(ifname=e.name)
-            if not index:
+            try:
+                index = rtnl.link_index(ns, e.name)
+            except rtnl.RtnlError:
                 raise LabError(f"find {e.key} in lab {state['name']}", "the interface is gone",
-                               "take the lab down and up again")
-            lab.interfaces[e.key] = Interface(lab, ns, e.ns, e.name, index[0], e.resolved_mac(),
+                               "take the lab down and up again") from None
+            lab.interfaces[e.key] = Interface(lab, ns, e.ns, e.name, index, e.resolved_mac(),
                                               e.ip.split("/")[0] if e.ip else None)
     return lab
 
@@ -264,10 +268,13 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
             ns = None                       # a file that was never mounted: removed below
         if ns is not None:
             try:
-                for link in ns.ipr.get_links():
-                    if link.get("IFLA_XDP") and link.get_nested("IFLA_XDP", "IFLA_XDP_ATTACHED"):
-                        _say(progress, f"detaching XDP from {full}/{link.get('IFLA_IFNAME')}")
-                        ns.ipr.link("set", index=link["index"], xdp_fd=-1)
+                for (_f, _t, index, _fl, _c), a in list(rtnl.dump(ns, rtnl.RTM_GETLINK, rtnl.IFINFOMSG)):
+                    inner = rtnl.attributes(a[rtnl.IFLA_XDP], 0, len(a[rtnl.IFLA_XDP])) if rtnl.IFLA_XDP in a else {}
+                    mode = xdp.ATTACHED_MODES.get(inner.get(rtnl.IFLA_XDP_ATTACHED, b"\0")[0])
+                    if mode in xdp.MODES:
+                        ifname = a.get(rtnl.IFLA_IFNAME, b"").rstrip(b"\0").decode()
+                        _say(progress, f"detaching XDP from {full}/{ifname}")
+                        rtnl.set_xdp(ns, index, -1, xdp.MODES[mode])
             except Exception:  # noqa: BLE001 - detaching first is a courtesy: deleting the namespace detaches too
                 pass
             finally:
@@ -309,6 +316,7 @@ def maps_of(lab: Lab) -> dict[str, MapView]:
     """The maps of every program attached in the lab, opened again by id and typed from BTF
     (close their fds with close_maps)."""
     from .programs import open_maps
+    from .btf import Btf
     out: dict[str, MapView] = {}
     for _, _, info in programs_of(lab):
         fresh = [i for i in info.map_ids if i not in {m.info.id for m in out.values()}]
@@ -330,6 +338,7 @@ def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
         for k, v in m.items():
             if v is None or (m.info.type in bpfsys.ARRAY_TYPES and not any(v)):
                 continue
+            from .maps import decode, hexbytes
             entries.append({"key": hexbytes(k), "value": hexbytes(v), "key_decoded": m.key_format(k),
                             "value_decoded": decode(m.value_layout, v)})
         out.append({"map": name, "id": m.info.id, "type": m.info.type, "key_size": m.info.key_size,
@@ -354,6 +363,7 @@ def status_text(state: dict[str, Any]) -> str:
                 peer = lab.peer(key)
                 lines.append(f"  {i.name}@{peer.key}  ifindex {i.ifindex}  {i.mac}  {i.ip or '-'}  "
                              f"{link.get('IFLA_OPERSTATE')}  mtu {link.get('IFLA_MTU')}  {xdp.query(i)}")
+                from .counters import read
                 c = read(i)
                 lines.append(f"    RX: packets {c['rx_packets']}  bytes {c['rx_bytes']}  dropped {c['rx_dropped']}"
                              f"  errors {c['rx_errors']}")

@@ -1,7 +1,8 @@
 """Attach an XDP program to an interface inside a namespace, confirm it, detach it.
 
-Attach goes over rtnetlink (IFLA_XDP) on the interface's namespace, with extended acks, so
-a refusal carries the kernel's own reason ("veth: Peer MTU is too large to set XDP").
+Attach goes over rtnetlink (IFLA_XDP, raw: lab/rtnl.py) on the interface's namespace, with
+extended acks, so a refusal carries the kernel's own reason ("veth: Peer MTU is too large to
+set XDP").
 The attach is then read back (IFLA_XDP_ATTACHED and the program id) and must match.
 """
 from __future__ import annotations
@@ -73,18 +74,18 @@ def query(iface: "Interface") -> XdpState:
 
 
 def _set(iface: "Interface", fd: int, flags: int) -> None:
-    iface.ns.ipr.link("set", index=iface.ifindex,
-                      xdp={"attrs": [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]})
+    from . import rtnl
+    rtnl.set_xdp(iface.ns, iface.ifindex, fd, flags)
 
 
 def detach(iface: "Interface", mode: str) -> None:
     """Detach the program of `mode` from `iface`. A device that is already gone counts as detached."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from .rtnl import RtnlError
     try:
         _set(iface, -1, MODES[mode])
-    except NetlinkError as e:
-        if e.code != errno.ENODEV:
-            raise XdpError(f"detach xdp from {iface.key}", str(e), errno=e.code) from None
+    except RtnlError as e:
+        if e.errno != errno.ENODEV:
+            raise XdpError(f"detach xdp from {iface.key}", e.strerror or str(e), errno=e.errno) from None
 
 
 class Attachment:
@@ -95,14 +96,14 @@ class Attachment:
         self.prog_name = prog_name or bpfsys.prog_info(prog_fd).name
         flags = _check_mode(mode)
         action = f"attach xdp program {self.prog_name} to {iface.key} in {mode} mode"
-        from pyroute2.netlink.exceptions import NetlinkError
+        from .rtnl import RtnlError
         try:
             _set(iface, prog_fd, flags | XDP_FLAGS_UPDATE_IF_NOEXIST)
-        except NetlinkError as e:
-            reason = e.args[1] if len(e.args) > 1 and e.args[1] else str(e)
+        except RtnlError as e:
+            reason = e.strerror or str(e)
             fix = next((f for k, f in _FIXES if k in reason), "see `ip -d link show` in the namespace")
             fix = fix.format(max_mtu=veth_xdp_max_mtu() or "about 3500")
-            raise XdpError(action, reason, fix, errno=e.code, objects=(iface,)) from None
+            raise XdpError(action, reason, fix, errno=e.errno, objects=(iface,)) from None
         self.prog_id = bpfsys.prog_info(prog_fd).id
         self._attached = True
         state = query(iface)

@@ -15,6 +15,7 @@ import time
 import pytest
 
 from lab import settle
+from lab.topology import End, Topology, Veth
 from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the pair, its frame and its fixture
 
 
@@ -184,3 +185,30 @@ def test_the_raw_rtnetlink_reads_agree_with_pyroute2(lab):
     with pytest.raises(OSError) as e:
         rtnl.link_xdp(a.ns, 4242)
     assert e.value.errno == 19
+
+
+def test_a_raw_build_makes_what_pyroute2_reads():
+    """lab.rtnl builds the lab (veth pairs with their MACs, MTUs and queues, the peer made in
+    its own namespace, addresses, links up, permanent neighbours): pyroute2 reads back exactly
+    what the topology says; a refusal is the kernel's errno."""
+    from lab import rtnl
+    from lab.built import build
+    topo = Topology((Veth(End("a", "v0", "02:00:00:00:0a:00", "10.6.0.1/24", mtu=2000, rx_queues=2, tx_queues=3),
+                          End("b", "v1", "02:00:00:00:0b:00", "10.6.0.2/24", mtu=1400)),), name="raw")
+    with build(topo, fates="off") as lab:
+        for end in (topo.veths[0].a, topo.veths[0].b):
+            i = lab.iface(end.key)
+            link = i.ns.ipr.get_links(i.ifindex)[0]
+            assert (link.get("IFLA_IFNAME"), link.get("IFLA_ADDRESS"), link.get("IFLA_MTU"),
+                    link.get("IFLA_NUM_RX_QUEUES"), link.get("IFLA_NUM_TX_QUEUES"), link.get("IFLA_OPERSTATE"),
+                    link.get_nested("IFLA_LINKINFO", "IFLA_INFO_KIND")) == \
+                (end.name, end.mac, end.mtu, end.rx_queues, end.tx_queues, "UP", "veth")
+            assert [(a.get("IFA_ADDRESS"), a["prefixlen"]) for a in i.ns.ipr.get_addr(index=i.ifindex)] == \
+                [(end.ip.split("/")[0], 24)]
+            peer = lab.peer(end.key)
+            assert [(n.get("NDA_DST"), n.get("NDA_LLADDR"), n["state"]) for n in i.ns.ipr.get_neighbours(
+                ifindex=i.ifindex)] == [(peer.ip, peer.mac, 0x80)]
+        with pytest.raises(rtnl.RtnlError) as e:
+            rtnl.add_veth(lab.ns("a"), *({"name": n, "mac": "02:00:00:00:00:01", "mtu": 1500, "rx_queues": 1,
+                                          "tx_queues": 1} for n in ("v0", "v9")), peer_ns_fd=lab.ns("b").fd)
+        assert e.value.errno == 17
