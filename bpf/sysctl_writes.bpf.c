@@ -8,7 +8,9 @@
  * lab attaches it to its own process's cgroup: the test process, `ip netns exec`, control
  * planes it starts). Writes are counted by the writer's network namespace (the one its
  * /proc/sys/net shows) and the file's name; only namespaces listed in `watched`. Every
- * access is allowed: the program only counts.
+ * access is allowed: the program only counts. It counts attempts: a handler that cannot
+ * take RTNL restarts the syscall (devinet_sysctl_forward: restart_syscall()), and the hook
+ * runs again each time, so a count says "written", not how many times.
  *
  * (A kprobe on proc_sys_write would see every task, but kernels without CONFIG_KPROBES,
  * like the lab's own VM, have none; cgroup/sysctl needs only CONFIG_CGROUP_BPF, 5.2+.)

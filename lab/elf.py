@@ -18,7 +18,9 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 from . import bpfsys, environment
 from .btf import Btf, map_layouts
@@ -76,6 +78,40 @@ def libbpf() -> ctypes.CDLL:
             fn.restype, fn.argtypes = res, args
         _lib = lib
     return _lib
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+T = TypeVar("T", bound=Closable)
+
+
+class OnePerProcess(Generic[T]):
+    """A BPF object a process loads on first use and unloads explicitly (the fates recorder,
+    the sysctl watch): `get()` loads it, or raises the same error every time it could not be
+    loaded; `close()` unloads it (a later get() loads it again)."""
+
+    def __init__(self, make: Callable[[], T], error: type[Exception]) -> None:
+        self._make, self._error = make, error
+        self._obj: T | None = None
+        self._failed: Exception | None = None
+
+    def get(self) -> T:
+        if self._obj is None:
+            if self._failed is not None:
+                raise self._failed
+            try:
+                self._obj = self._make()
+            except self._error as e:
+                self._failed = e
+                raise
+        return self._obj
+
+    def close(self) -> None:
+        if self._obj is not None:
+            obj, self._obj = self._obj, None
+            obj.close()
 
 
 def strerror(err: int) -> str:

@@ -37,6 +37,7 @@ from .btf import FUNC_PROTO, TYPEDEF, enum_members, type_words
 from .errors import LabError
 
 if TYPE_CHECKING:
+    from .elf import OnePerProcess
     from .built import Interface, Lab
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "fates.bpf.o"
@@ -307,31 +308,23 @@ class Recorder:
             self._obj = None
 
 
-_recorder: Recorder | None = None
-_unavailable: FatesError | None = None
+_recorder: "OnePerProcess[Recorder] | None" = None
 
 
 def recorder() -> Recorder:
     """This process's recorder, loaded on first use; raises FatesError (the same one every
     time) when the kernel's events cannot be recorded here."""
-    global _recorder, _unavailable
+    global _recorder
     if _recorder is None:
-        if _unavailable is not None:
-            raise _unavailable
-        try:
-            _recorder = Recorder()
-        except FatesError as e:
-            _unavailable = e
-            raise
-    return _recorder
+        from .elf import OnePerProcess
+        _recorder = OnePerProcess(Recorder, FatesError)
+    return _recorder.get()
 
 
 def close() -> None:
     """Detach and unload this process's recorder (end of a session or command)."""
-    global _recorder
     if _recorder is not None:
         _recorder.close()
-        _recorder = None
 
 
 def netns_inode(iface: "Interface") -> int:

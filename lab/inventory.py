@@ -13,7 +13,7 @@ A reading (`Inventory.of(lab)`) covers, in each namespace of the lab:
     qdiscs       every qdisc (a clsact left behind keeps its filters)
     offloads     each interface's requested and active features (`ethtool -k`)
     queues       what sysfs says of each interface's GRO timer, NAPI threads, RPS and XPS
-    sysctls      how many times each /proc/sys file was written from inside the namespace,
+    sysctls      which /proc/sys files were written from inside the namespace,
                  counted by bpf/sysctl_writes.bpf.o, a cgroup/sysctl program on this process's
                  cgroup (reading the ~800 files of a namespace costs 12-15 ms; the program
                  costs nothing until a sysctl is accessed): writes by processes of another
@@ -44,6 +44,7 @@ from .errors import LabError
 
 if TYPE_CHECKING:
     from .built import Lab
+    from .elf import OnePerProcess
     from .netns import Netns
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "sysctl_writes.bpf.o"
@@ -153,31 +154,23 @@ class SysctlWatch:
             self._obj = None
 
 
-_watch: SysctlWatch | None = None
-_unavailable: InventoryError | None = None
+_watch: "OnePerProcess[SysctlWatch] | None" = None
 
 
 def sysctl_watch() -> SysctlWatch:
     """This process's sysctl watch, loaded on first use; raises InventoryError (the same one
     every time) when writes cannot be watched here."""
-    global _watch, _unavailable
+    global _watch
     if _watch is None:
-        if _unavailable is not None:
-            raise _unavailable
-        try:
-            _watch = SysctlWatch()
-        except InventoryError as e:
-            _unavailable = e
-            raise
-    return _watch
+        from .elf import OnePerProcess
+        _watch = OnePerProcess(SysctlWatch, InventoryError)
+    return _watch.get()
 
 
 def close() -> None:
     """Detach and unload this process's sysctl watch (end of a session)."""
-    global _watch
     if _watch is not None:
         _watch.close()
-        _watch = None
 
 
 def netns_inode(ns: "Netns") -> int:
@@ -378,9 +371,10 @@ def differences(lab: "Lab", before: Inventory, now: Inventory) -> list[str]:
             out.append(f"{short}: {kind} {which}: {changed}")
     for short, files in now.sysctls.items():
         for name, n in sorted(files.items()):
-            written = n - before.sysctls.get(short, {}).get(name, 0)
-            if written > 0:
-                out.append(f"{short}: sysctl {name}: written {written} time(s)")
+            # counted per attempt, not per write: a handler that cannot take RTNL restarts the
+            # syscall (devinet_sysctl_forward: restart_syscall()), and each attempt runs the hook
+            if n > before.sysctls.get(short, {}).get(name, 0):
+                out.append(f"{short}: sysctl {name}: written")
     out += [f"pinned object {p}: added" for p in sorted(now.pins - before.pins)]
     out += [f"pinned object {p}: removed" for p in sorted(before.pins - now.pins)]
     return out

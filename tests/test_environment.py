@@ -3,6 +3,7 @@ anything is built, and a program the verifier refuses shows the verifier's log."
 from __future__ import annotations
 
 import platform
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -21,13 +22,15 @@ SCENARIO = "scenarios/test_forwarding.py::test_arp_is_passed_and_answered[bcc-sk
 RELEASE = platform.release()
 
 
-def scenario_under(*prefix: str, env: dict[str, str] | None = None) -> str:
-    """Run one scenario under `prefix` (a command that takes something away); its output."""
+def scenario_under(*prefix: str, **env: str) -> str:
+    """Run one scenario under `prefix` (a command that takes something away), with `env`
+    added to its environment and a run id of its own (these tests run side by side); its output."""
+    run = secrets.token_hex(2)
     r = subproc.run("-m", "pytest", "-q", "-rE", "--no-header", SCENARIO, prefix=prefix,
-                    env=env or subproc.child_env(XDPLAB_RUN="e0e0"))
+                    env=subproc.child_env(XDPLAB_RUN=run, **env))
     assert r.returncode == 1, r.stdout + r.stderr
     assert "1 error" in r.stdout, r.stdout
-    assert [n for n in netns.list_names() if n.startswith("xdplab-e0e0-")] == [], \
+    assert [n for n in netns.list_names() if n.startswith(f"xdplab-{run}-")] == [], \
         "nothing may be left:\n" + r.stdout + r.stderr
     return r.stdout
 
@@ -72,7 +75,7 @@ def test_bcc_missing(tmp_path):
     fake = tmp_path / "bcc"
     fake.mkdir()
     (fake / "__init__.py").write_text("raise ImportError('No module named bcc (hidden by the test)')\n")
-    out = scenario_under(env=subproc.child_env(XDPLAB_RUN="e0e0", PYTHONPATH=str(tmp_path)))
+    out = scenario_under(PYTHONPATH=str(tmp_path))
     assert "import bcc: No module named bcc (hidden by the test); install Debian's python3-bpfcc" in out, out
 
 

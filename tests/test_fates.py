@@ -13,6 +13,7 @@ import pytest
 
 from lab import fates, report
 from lab.built import build
+from lab.elf import OnePerProcess
 from lab.fates import FatesError, Recorder, assert_fates, fates_before
 from lab.l2fwd.repro import l2fwd_on
 from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
@@ -54,6 +55,7 @@ def test_every_dropped_frame_is_matched_to_its_send(lab):
 CHILD = """
 import json, sys
 from lab.built import build
+from lab.elf import OnePerProcess
 from tests.test_fates import PAIR, frame
 with build(PAIR) as lab:
     before = lab.fates()
@@ -135,9 +137,9 @@ def test_what_a_kernel_does_not_report_is_said_not_guessed(monkeypatch, lab):
 
 
 def test_without_fates_the_lab_runs_on_counters_and_says_why(monkeypatch):
-    monkeypatch.setattr(fates, "_recorder", None)
-    monkeypatch.setattr(fates, "_unavailable", FatesError("read the kernel's BTF", "No such file or directory",
-                                                          "the kernel needs CONFIG_DEBUG_INFO_BTF=y"))
+    def unavailable():
+        raise FatesError("read the kernel's BTF", "No such file or directory", "the kernel needs CONFIG_DEBUG_INFO_BTF=y")
+    monkeypatch.setattr(fates, "_recorder", OnePerProcess(unavailable, FatesError))
     with build(PAIR) as lab:
         assert lab.fates_problem == ("read the kernel's BTF: No such file or directory; the kernel needs "
                                      "CONFIG_DEBUG_INFO_BTF=y")
