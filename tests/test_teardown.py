@@ -38,6 +38,34 @@ def wait_ready(p: subprocess.Popen, ready: Path, count: int = 3) -> list[str]:
     raise AssertionError("the lab never came up")
 
 
+def signal_state(pid: int) -> str:
+    """A process's blocked, ignored and caught signals, and its threads' (/proc/PID/status)."""
+    lines = []
+    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            fields = dict(line.split(":\t", 1) for line in f if ":\t" in line)
+        lines.append(f"task {task} ({fields.get('Name', '?').strip()}): " + ", ".join(
+            f"{k} {fields.get(k, '?').strip()}" for k in ("State", "SigPnd", "ShdPnd", "SigBlk", "SigIgn", "SigCgt")))
+        with open(f"/proc/{pid}/task/{task}/wchan") as f:
+            lines[-1] += f", wchan {f.read().strip() or '-'}"
+    return "\n".join(lines)
+
+
+def finish(p: subprocess.Popen, timeout: float) -> str:
+    """The process's output once it exits; if it does not within `timeout`, its signal
+    state and what it printed (then it is killed), so that a hang says where it was."""
+    try:
+        return p.communicate(timeout=timeout)[0]
+    except subprocess.TimeoutExpired:
+        try:
+            state = signal_state(p.pid)
+        except OSError as e:
+            state = f"(unreadable: {e})"
+        p.kill()
+        out = p.communicate()[0]
+        raise AssertionError(f"still running {timeout} s after the signal:\n{state}\n{out[-4000:]}") from None
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
 @pytest.mark.parametrize("xdist", [[], ["-n", "2"]], ids=["serial", "n2"])
 def test_ctrl_c_and_sigterm_tear_everything_down(tmp_path, xdist, sig):
@@ -47,7 +75,7 @@ def test_ctrl_c_and_sigterm_tear_everything_down(tmp_path, xdist, sig):
     made = wait_ready(p, tmp_path / "ready")
     assert sorted(ours(run)) == sorted(made)
     p.send_signal(sig)
-    out, _ = p.communicate(timeout=60)
+    out = finish(p, 60)
     assert p.returncode != 0
     assert "KeyboardInterrupt" in out or "Interrupted" in out or "keyboard" in out.lower(), out
     assert ours(run) == [], out
