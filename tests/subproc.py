@@ -31,5 +31,9 @@ def run(*args: str, env: dict[str, str] | None = None, timeout: float = 300,
 
 
 def popen(*args: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    """`python <args>` in the repository, running on (the caller signals or kills it). Its
+    SIGINT is set to the default first: a shell that starts a job in the background without
+    job control (`cmd &` in a script, some CI runners) ignores SIGINT in it, every process it
+    starts inherits that, and a Python started so never raises KeyboardInterrupt."""
+    return subprocess.Popen(["env", "--default-signal=INT", sys.executable, *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
