@@ -24,6 +24,7 @@ from tests import subproc
 
 PAIR = Topology((Veth(End("a", "v0", ip="10.7.0.1/24"), End("b", "v1", ip="10.7.0.2/24")),), name="reuse-pair")
 RING = f"{PACKAGE_BPF / 'ring.bpf.o'}:xdp_ring_0"
+FUZZ_EXAMPLES = 10      # the comparison's fuzz batches (make scenarios draws 60): it compares reuse, not depth
 FRAME = bytes.fromhex("02000000000202000000000108004500001c0001000040117b7e0a0700010a0700020001000200080000")
 
 
@@ -241,7 +242,7 @@ def test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones(tmp_path):
     runs = {}
     started = {reuse: subproc.popen("-m", "pytest", "-p", "no:cacheprovider", "-q", "-n0", "scenarios/",
                                     f"--lab-reuse={reuse}", f"--junitxml={tmp_path / f'{reuse}.xml'}",
-                                    env=subproc.child_env())
+                                    env=subproc.child_env(XDPLAB_FUZZ_EXAMPLES=str(FUZZ_EXAMPLES)))
                for reuse in ("on", "off")}       # side by side, one process each: the two cores
     try:
         for reuse, p in started.items():
