@@ -30,7 +30,6 @@ Links, addresses, routes, rules, neighbours and qdiscs are one raw rtnetlink dum
 from __future__ import annotations
 
 import ctypes
-import ipaddress
 import os
 import socket
 import struct
@@ -202,10 +201,9 @@ class Inventory:
 def _ip(family: int, raw: bytes | None) -> str:
     if not raw:
         return "default" if family in (socket.AF_INET, socket.AF_INET6) else "-"
-    try:
-        return str(ipaddress.ip_address(raw))
-    except ValueError:
-        return raw.hex()
+    if len(raw) in (4, 16):
+        return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
+    return raw.hex()
 
 
 def _u32(raw: bytes | None, default: int = 0) -> int:
