@@ -24,8 +24,9 @@ lab's own pin directories, where each process keeps the objects it loaded for it
 any other pin is the host's, which the session's host check covers.
 
 Links, addresses, routes, rules, neighbours and qdiscs are one raw rtnetlink dump each
-(lab/rtnl.py). `differences(before, now)` names each change as a person would say it:
-"fwd: route 10.9.0.0/24 dev veth2 table main: added".
+(lab/rtnl.py). `differences(lab, before, now)` names each change as a person would say it:
+"fwd: route unicast 10.9.0.0/24 dev veth2 table main: added (proto static, scope global)",
+"net2: link veth3: mtu 1500 -> 9000", "net1: offloads of veth1: rx-gro on".
 """
 from __future__ import annotations
 
