@@ -321,3 +321,22 @@ def test_without_parking_the_next_test_would_see_frames_of_the_time_between(pool
     monkeypatch.setattr(dataplane, "unpark", lambda sock: None)
     _, seen = parked_capture_sees(pool, 5)
     assert seen == 5
+
+
+def test_tests_sharing_a_lab_and_a_mode_run_one_after_another():
+    """The plugin reorders a module's tests so that those with the same lab topology and XDP
+    mode are neighbours (a kept lab serves them in a row); modules keep their order, and so
+    do the tests inside a group."""
+    from types import SimpleNamespace
+
+    from lab.plugin import _group_by_lab
+
+    def item(name, path, **params):
+        return SimpleNamespace(name=name, fspath=path, callspec=SimpleNamespace(params=params))
+    items = [item("a", "m.py", xdp_mode="skb"), item("a", "m.py", xdp_mode="drv"),
+             item("b", "m.py", xdp_mode="skb", lab_topology=PAIR), item("b", "m.py", xdp_mode="drv", lab_topology=PAIR),
+             item("c", "m.py", xdp_mode="skb"), item("d", "n.py", xdp_mode="drv"), item("e", "n.py", xdp_mode="skb")]
+    _group_by_lab(items)
+    assert [(i.fspath, i.name, i.callspec.params["xdp_mode"]) for i in items] == [
+        ("m.py", "a", "skb"), ("m.py", "c", "skb"), ("m.py", "a", "drv"), ("m.py", "b", "skb"), ("m.py", "b", "drv"),
+        ("n.py", "d", "drv"), ("n.py", "e", "skb")]
