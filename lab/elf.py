@@ -18,14 +18,16 @@ from __future__ import annotations
 import ctypes
 import errno as _errno
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING
 
 from . import bpfsys, environment
 from .btf import Btf, map_layouts
 from .errors import CompileError
 from .maps import Field, Layout, MapView
+
+if TYPE_CHECKING:
+    from .bccload import CapturedStderr
 
 _lib: ctypes.CDLL | None = None
 
@@ -80,38 +82,20 @@ def libbpf() -> ctypes.CDLL:
     return _lib
 
 
-class Closable(Protocol):
-    def close(self) -> None: ...
-
-
-T = TypeVar("T", bound=Closable)
-
-
-class OnePerProcess(Generic[T]):
-    """A BPF object a process loads on first use and unloads explicitly (the fates recorder,
-    the sysctl watch): `get()` loads it, or raises the same error every time it could not be
-    loaded; `close()` unloads it (a later get() loads it again)."""
-
-    def __init__(self, make: Callable[[], T], error: type[Exception]) -> None:
-        self._make, self._error = make, error
-        self._obj: T | None = None
-        self._failed: Exception | None = None
-
-    def get(self) -> T:
-        if self._obj is None:
-            if self._failed is not None:
-                raise self._failed
-            try:
-                self._obj = self._make()
-            except self._error as e:
-                self._failed = e
-                raise
-        return self._obj
-
-    def close(self) -> None:
-        if self._obj is not None:
-            obj, self._obj = self._obj, None
-            obj.close()
+def open_object(path: Path, error: type[Exception]) -> "tuple[int, CapturedStderr]":
+    """bpf_object__open_file of an object the lab ships (bpf/*.bpf.o: the fates recorder, the
+    sysctl watch), libbpf's messages captured for the load that follows; raises `error`
+    naming the file and the fix."""
+    from .bccload import CapturedStderr
+    if not path.is_file():
+        raise error(f"load {path.name}", "no such file", "build it: make bpf")
+    opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
+    log = CapturedStderr()
+    with log:
+        obj = libbpf().bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
+    if not obj:
+        raise error(f"open {path.name}", strerror(ctypes.get_errno()), "rebuild it: make bpf")
+    return obj, log
 
 
 def strerror(err: int) -> str:

@@ -35,9 +35,9 @@ from typing import TYPE_CHECKING, Any
 from . import bpfsys
 from .btf import FUNC_PROTO, TYPEDEF, enum_members, type_words
 from .errors import LabError
+from .once import OnePerProcess
 
 if TYPE_CHECKING:
-    from .elf import OnePerProcess
     from .built import Interface, Lab
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "fates.bpf.o"
@@ -147,21 +147,13 @@ class Recorder:
     the ring buffer of dropped skbs. One per process; `close()` detaches everything."""
 
     def __init__(self, path: Path = OBJECT, ring_bytes: int = RING_BYTES) -> None:
-        from .bccload import CapturedStderr
-        from .elf import _OpenOpts, libbpf, strerror
+        from .elf import libbpf, open_object, strerror
         self.kernel = KernelEvents()
-        if not path.is_file():
-            raise FatesError(f"load {path.name}", "no such file", "build it: make bpf")
         lib = self._lib = libbpf()
         self._links: dict[str, int] = {}
         self._paths = 0                     # labs that follow every redirect
         self._ring: int | None = None
-        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
-        log = CapturedStderr()
-        with log:
-            obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
-        if not obj:
-            raise FatesError(f"open {path.name}", strerror(ctypes.get_errno()), "rebuild it: make bpf")
+        obj, log = open_object(path, FatesError)
         self._obj: int | None = obj
         try:
             chosen = {tp: prog for tp, prog in self.kernel.program.items()
@@ -308,23 +300,18 @@ class Recorder:
             self._obj = None
 
 
-_recorder: "OnePerProcess[Recorder] | None" = None
+_recorder = OnePerProcess(lambda: Recorder(), FatesError)
 
 
 def recorder() -> Recorder:
     """This process's recorder, loaded on first use; raises FatesError (the same one every
     time) when the kernel's events cannot be recorded here."""
-    global _recorder
-    if _recorder is None:
-        from .elf import OnePerProcess
-        _recorder = OnePerProcess(Recorder, FatesError)
     return _recorder.get()
 
 
 def close() -> None:
     """Detach and unload this process's recorder (end of a session or command)."""
-    if _recorder is not None:
-        _recorder.close()
+    _recorder.close()
 
 
 def netns_inode(iface: "Interface") -> int:

@@ -41,10 +41,10 @@ from typing import TYPE_CHECKING
 
 from . import bpfsys, rtnl
 from .errors import LabError
+from .once import OnePerProcess
 
 if TYPE_CHECKING:
     from .built import Lab
-    from .elf import OnePerProcess
     from .netns import Netns
 
 OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "sysctl_writes.bpf.o"
@@ -84,18 +84,10 @@ class SysctlWatch:
     detaches it."""
 
     def __init__(self, path: Path = OBJECT) -> None:
-        from .bccload import CapturedStderr
-        from .elf import _OpenOpts, libbpf, strerror
-        if not path.is_file():
-            raise InventoryError(f"load {path.name}", "no such file", "build it: make bpf")
+        from .elf import libbpf, open_object, strerror
         lib = self._lib = libbpf()
         self._link: int | None = None
-        opts = _OpenOpts(sz=ctypes.sizeof(_OpenOpts))
-        log = CapturedStderr()
-        with log:
-            obj = lib.bpf_object__open_file(str(path).encode(), ctypes.byref(opts))
-        if not obj:
-            raise InventoryError(f"open {path.name}", strerror(ctypes.get_errno()), "rebuild it: make bpf")
+        obj, log = open_object(path, InventoryError)
         self._obj: int | None = obj
         try:
             with log:
@@ -154,23 +146,18 @@ class SysctlWatch:
             self._obj = None
 
 
-_watch: "OnePerProcess[SysctlWatch] | None" = None
+_watch = OnePerProcess(lambda: SysctlWatch(), InventoryError)
 
 
 def sysctl_watch() -> SysctlWatch:
     """This process's sysctl watch, loaded on first use; raises InventoryError (the same one
     every time) when writes cannot be watched here."""
-    global _watch
-    if _watch is None:
-        from .elf import OnePerProcess
-        _watch = OnePerProcess(SysctlWatch, InventoryError)
     return _watch.get()
 
 
 def close() -> None:
     """Detach and unload this process's sysctl watch (end of a session)."""
-    if _watch is not None:
-        _watch.close()
+    _watch.close()
 
 
 def netns_inode(ns: "Netns") -> int:

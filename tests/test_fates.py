@@ -13,7 +13,7 @@ import pytest
 
 from lab import fates, report
 from lab.built import build
-from lab.elf import OnePerProcess
+from lab.once import OnePerProcess
 from lab.fates import FatesError, Recorder, assert_fates, fates_before
 from lab.l2fwd.repro import l2fwd_on
 from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
@@ -55,7 +55,7 @@ def test_every_dropped_frame_is_matched_to_its_send(lab):
 CHILD = """
 import json, sys
 from lab.built import build
-from lab.elf import OnePerProcess
+from lab.once import OnePerProcess
 from tests.test_fates import PAIR, frame
 with build(PAIR) as lab:
     before = lab.fates()
