@@ -345,7 +345,7 @@ class Lab:
     def keep(self) -> None:
         """Make the lab reusable: from now on the kernel counts sysctl writes in its
         namespaces, and what they hold now is what reset() compares with. Raises
-        InventoryError where that cannot be read (no kprobes, no bpffs...)."""
+        InventoryError where that cannot be read (no cgroup v2, no CONFIG_CGROUP_BPF...)."""
         from . import inventory
         if self._kept_at is not None:
             return

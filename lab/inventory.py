@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING
 from . import bpfsys, rtnl
 from .errors import LabError
 from .once import OnePerProcess
+from .xdp import ATTACHED_MODES
 
 if TYPE_CHECKING:
     from .built import Lab
@@ -57,7 +58,6 @@ TABLES = {253: "default", 254: "main", 255: "local"}
 PROTOCOLS = {0: "unspec", 1: "redirect", 2: "kernel", 3: "boot", 4: "static"}    # RTPROT_*
 RULE_FAMILIES = {2: "inet", 10: "inet6", 128: "ipmr", 129: "ip6mr"}
 SCOPES = {0: "global", 200: "site", 253: "link", 254: "host", 255: "nowhere"}    # RT_SCOPE_*
-XDP_MODES = {1: "drv", 2: "skb", 3: "hw", 4: "multi"}
 QUEUE_FILES = ("gro_flush_timeout", "napi_defer_hard_irqs", "threaded")
 
 
@@ -204,8 +204,7 @@ def _read_namespace(ns: "Netns", short: str, out: dict[Key, dict[str, str]]) -> 
         name = a.get(rtnl.IFLA_IFNAME, b"?").rstrip(b"\0").decode()
         names[index] = name
         info = rtnl.attributes(a[rtnl.IFLA_LINKINFO], 0, len(a[rtnl.IFLA_LINKINFO])) if rtnl.IFLA_LINKINFO in a else {}
-        xdp = rtnl.attributes(a[rtnl.IFLA_XDP], 0, len(a[rtnl.IFLA_XDP])) if rtnl.IFLA_XDP in a else {}
-        mode = xdp.get(rtnl.IFLA_XDP_ATTACHED, b"\0")[0]
+        mode, prog_id = rtnl.xdp_of(a)
         out[(short, "link", name)] = {
             "ifindex": str(index), "kind": info.get(rtnl.IFLA_INFO_KIND, b"").rstrip(b"\0").decode() or "-",
             "mtu": str(_u32(a.get(rtnl.IFLA_MTU))), "mac": ":".join(f"{b:02x}" for b in a.get(rtnl.IFLA_ADDRESS, b"")),
@@ -213,7 +212,7 @@ def _read_namespace(ns: "Netns", short: str, out: dict[Key, dict[str, str]]) -> 
             "txqlen": str(_u32(a.get(rtnl.IFLA_TXQLEN))),
             "queues": f"{_u32(a.get(rtnl.IFLA_NUM_TX_QUEUES), 1)} tx, {_u32(a.get(rtnl.IFLA_NUM_RX_QUEUES), 1)} rx",
             "master": str(_u32(a.get(rtnl.IFLA_MASTER))),
-            "xdp": f"{XDP_MODES.get(mode, mode)} program {_u32(xdp.get(rtnl.IFLA_XDP_PROG_ID))}" if mode else "none"}
+            "xdp": f"{ATTACHED_MODES.get(mode, mode)} program {prog_id}" if mode else "none"}
     for (family, plen, _flags, scope, index), a in rtnl.dump(ns, rtnl.RTM_GETADDR, rtnl.IFADDRMSG):
         ip = _ip(family, a.get(2) or a.get(1))                    # IFA_LOCAL, else IFA_ADDRESS
         out[(short, "address", f"{ip}/{plen} dev {names.get(index, index)}")] = {"scope": SCOPES.get(scope, str(scope))}

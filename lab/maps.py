@@ -367,8 +367,8 @@ class MapView:
                            "give the interface itself (lab.iface('ns/if')), or attach the program first")
         home = self.home
         from . import rtnl
-        if not isinstance(index, int) or not any(h[2] == index for h, _ in rtnl.dump(home.ns, rtnl.RTM_GETLINK,
-                                                                                     rtnl.IFINFOMSG)):
+        if not isinstance(index, int) or index not in {h[2] for h, _ in rtnl.dump(home.ns, rtnl.RTM_GETLINK,
+                                                                                    rtnl.IFINFOMSG)}:
             raise MapError(f"update {self.name} with ifindex {index}",
                            f"no interface of namespace {home.nsname} (where the program runs) has that ifindex",
                            f"give the interface itself (lab.iface('ns/if')); {home.nsname} has "

@@ -37,20 +37,20 @@ class Pool:
     rebuilt: int = 0            # labs closed because a test left them changed
     reset_ms: list[float] = field(default_factory=list)    # Lab.checked_ms of each reuse
     closed: bool = False        # after close(), labs given back are closed
-    _keys: dict[int, tuple[Topology, str]] = field(default_factory=dict)
-    lent: dict[int, Lab] = field(default_factory=dict)
-    """Labs taken and not given back yet (closed by close() too)."""
+    lent: "dict[int, tuple[Lab, tuple[Topology, str] | None]]" = field(default_factory=dict)
+    """id -> (a lab taken and not given back yet, its key in `labs` if it can be kept);
+    close() closes these too."""
 
     def take(self, topology: Topology, fates: str) -> Lab:
         """A lab of `topology` as built: a kept one, or a new one (kept for reuse where possible)."""
-        lab = self.labs.pop((topology, fates), None)
+        key = (topology, fates)
+        lab = self.labs.pop(key, None)
         if lab is not None:
             self.reused += 1
-            self.lent[id(lab)] = lab
+            self.lent[id(lab)] = (lab, key)
             return lab
         lab = build(topology, fates=fates)
         self.built += 1
-        self.lent[id(lab)] = lab
         if self.problem is None:
             try:
                 lab.keep()
@@ -59,16 +59,14 @@ class Pool:
             except BaseException:
                 lab.close()
                 raise
-            else:
-                self._keys[id(lab)] = (topology, fates)
+        self.lent[id(lab)] = (lab, key if self.problem is None else None)
         return lab
 
     def give_back(self, lab: Lab) -> list[str]:
         """The test is done with `lab`: reset it and keep it for the next test of its
         topology; or, where it differs from how it was built, close it and return the
         differences. A lab the pool cannot reuse is closed."""
-        self.lent.pop(id(lab), None)
-        key = self._keys.pop(id(lab), None)
+        _, key = self.lent.pop(id(lab), (lab, None))
         if key is None or self.closed:
             lab.close()
             return []
@@ -81,12 +79,9 @@ class Pool:
             lab.close()
             return problems
         self.reset_ms.append(lab.checked_ms)
-        self._keys[id(lab)] = key
         self.labs[key] = lab
         while len(self.labs) > self.keep:
-            _, oldest = self.labs.popitem(last=False)
-            self._keys.pop(id(oldest), None)
-            oldest.close()
+            self.labs.popitem(last=False)[1].close()
         return []
 
     def close(self) -> None:
@@ -95,8 +90,7 @@ class Pool:
         self.closed = True
         first: LabError | None = None
         while self.lent or self.labs:
-            lab = self.lent.popitem()[1] if self.lent else self.labs.popitem()[1]
-            self._keys.pop(id(lab), None)
+            lab = self.lent.popitem()[1][0] if self.lent else self.labs.popitem()[1]
             try:
                 lab.close()
             except LabError as e:

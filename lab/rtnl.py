@@ -205,13 +205,15 @@ def qdiscs(ns: "Netns") -> list[Qdisc]:
 
 
 def dump(ns: "Netns", kind: int, header: struct.Struct, family: int = socket.AF_UNSPEC
-         ) -> Iterator[tuple[tuple[int, ...], dict[int, bytes]]]:
+         ) -> list[tuple[tuple[int, ...], dict[int, bytes]]]:
     """(the fixed header's fields, the attributes) of every object a dump request returns:
     links (RTM_GETLINK, IFINFOMSG), addresses (RTM_GETADDR, IFADDRMSG), routes (RTM_GETROUTE,
-    RTMSG), rules (RTM_GETRULE, RTMSG), neighbours (RTM_GETNEIGH, NDMSG)."""
+    RTMSG), rules (RTM_GETRULE, RTMSG), neighbours (RTM_GETNEIGH, NDMSG). Read to its end:
+    a dump left half-read keeps running on the namespace's socket, and the kernel refuses
+    the next dump there (EBUSY)."""
     body = bytes([family]) + bytes(header.size - 1)
-    for data, start, end in request(ns, kind, NLM_F_DUMP, body):
-        yield header.unpack_from(data, start), attributes(data, start + header.size, end)
+    return [(header.unpack_from(data, start), attributes(data, start + header.size, end))
+            for data, start, end in request(ns, kind, NLM_F_DUMP, body)]
 
 
 def delete_neighbour(ns: "Netns", family: int, ifindex: int, dst: bytes) -> None:
@@ -225,15 +227,20 @@ def _link(ns: "Netns", ifindex: int) -> dict[int, bytes]:
     raise RtnlError(19, f"no interface with ifindex {ifindex} in {ns.name}")
 
 
-def link_xdp(ns: "Netns", ifindex: int) -> tuple[int, int]:
-    """(IFLA_XDP_ATTACHED: 0 none, 1 drv, 2 skb, 3 hw, 4 several; IFLA_XDP_PROG_ID) of an interface."""
-    xdp = _link(ns, ifindex).get(IFLA_XDP)
+def xdp_of(link: dict[int, bytes]) -> tuple[int, int]:
+    """(IFLA_XDP_ATTACHED: 0 none, 1 drv, 2 skb, 3 hw, 4 several; IFLA_XDP_PROG_ID) of a link's attributes."""
+    xdp = link.get(IFLA_XDP)
     if xdp is None:
         return 0, 0
     inner = attributes(xdp, 0, len(xdp))
     attached = inner.get(IFLA_XDP_ATTACHED, b"\0")[0]
     prog = struct.unpack("=I", inner[IFLA_XDP_PROG_ID])[0] if len(inner.get(IFLA_XDP_PROG_ID, b"")) == 4 else 0
     return attached, prog
+
+
+def link_xdp(ns: "Netns", ifindex: int) -> tuple[int, int]:
+    """xdp_of an interface."""
+    return xdp_of(_link(ns, ifindex))
 
 
 def link_operstate(ns: "Netns", ifindex: int) -> str:

@@ -268,9 +268,8 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
             ns = None                       # a file that was never mounted: removed below
         if ns is not None:
             try:
-                for (_f, _t, index, _fl, _c), a in list(rtnl.dump(ns, rtnl.RTM_GETLINK, rtnl.IFINFOMSG)):
-                    inner = rtnl.attributes(a[rtnl.IFLA_XDP], 0, len(a[rtnl.IFLA_XDP])) if rtnl.IFLA_XDP in a else {}
-                    mode = xdp.ATTACHED_MODES.get(inner.get(rtnl.IFLA_XDP_ATTACHED, b"\0")[0])
+                for (_f, _t, index, _fl, _c), a in rtnl.dump(ns, rtnl.RTM_GETLINK, rtnl.IFINFOMSG):
+                    mode = xdp.ATTACHED_MODES.get(rtnl.xdp_of(a)[0])
                     if mode in xdp.MODES:
                         ifname = a.get(rtnl.IFLA_IFNAME, b"").rstrip(b"\0").decode()
                         _say(progress, f"detaching XDP from {full}/{ifname}")
