@@ -108,8 +108,7 @@ class LiveBackend:
         for c in (self.tap, self.back, *self.egress.values()):
             c.poll()
             c.pending.clear()
-        self.port.send(raw)
-        self.port.send(self.marker)
+        self.port.send_each([raw, self.marker])
         deadline = time.monotonic() + 5
         while self.marker not in self.tap.pending:
             if time.monotonic() > deadline:

@@ -296,9 +296,11 @@ class Lab:
         return wait_quiet([self], Bound(bound))
 
     def before_traffic(self) -> None:
-        """Run the preflight checks (Port.send calls this)."""
-        for check in self.checks:
-            check()
+        """Run the preflight checks (Port.send calls this), over one reading of the maps."""
+        from .maps import one_reading
+        with one_reading():
+            for check in self.checks:
+                check()
 
     def on_close(self, what: str, fn: Callable[[], None], together: bool = False) -> None:
         """Register an undo step; steps run in reverse order of registration. Steps marked

@@ -210,11 +210,28 @@ class Port:
         queue `queue` if given (else where the frame's flow hashes to)."""
         began = time.monotonic_ns()
         self.iface.lab.before_traffic()
+        raw = self._checked(frame)
+        self._send(raw, count, queue, began)
+
+    def send_each(self, frames: Iterable[Any], queue: int | None = None) -> None:
+        """Send each of `frames` once, in order, after one preflight check for them all (a
+        fuzz batch, a corpus); a frame too short to send is refused before any is sent."""
+        began = time.monotonic_ns()
+        raws = [self._checked(f) for f in frames]
+        self.iface.lab.before_traffic()
+        for raw in raws:
+            self._send(raw, 1, queue, began)
+            began = time.monotonic_ns()
+
+    def _checked(self, frame: Any) -> bytes:
         raw = bytes(frame)
         if len(raw) < ETH_HLEN:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}",
                                  f"shorter than an Ethernet header ({ETH_HLEN} bytes): AF_PACKET refuses it (EINVAL)",
                                  "send 14 bytes or more; a runt never reaches XDP on a veth")
+        return raw
+
+    def _send(self, raw: bytes, count: int, queue: int | None, began: int) -> None:
         started = time.monotonic_ns()
         steer = _on_tx_queue(self.iface, queue) if queue is not None else contextlib.nullcontext()
         try:

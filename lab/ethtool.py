@@ -45,15 +45,12 @@ def _strings(sock: socket.socket, name: str, sset: int) -> list[str]:
 
 def ethtool_stats(iface: "Interface") -> dict[str, int]:
     """`ethtool -S <if>` in the interface's namespace; {} when the driver has none."""
-    sock = iface.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        names = _strings(sock, iface.name, ETH_SS_STATS)
-        if not names:
-            return {}
-        stats = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_GSTATS, len(names)) + bytes(8 * len(names)))
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, stats))
-    finally:
-        sock.close()
+    sock = iface.ns.kept_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    names = _strings(sock, iface.name, ETH_SS_STATS)
+    if not names:
+        return {}
+    stats = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_GSTATS, len(names)) + bytes(8 * len(names)))
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, stats))
     values = struct.unpack_from(f"{len(names)}Q", stats.raw, 8)
     return {k: v for k, v in zip(names, values) if k not in NOT_COUNTERS}
 
@@ -82,13 +79,10 @@ def feature_names(sock: socket.socket, name: str, bits: int) -> list[str]:
 
 
 def _value_ioctl(iface: "Interface", cmd: int, data: int = 0) -> int:
-    sock = iface.ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
-        fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, buf))
-        return struct.unpack_from("II", buf.raw)[1]
-    finally:
-        sock.close()
+    sock = iface.ns.kept_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
+    fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, buf))
+    return struct.unpack_from("II", buf.raw)[1]
 
 
 def gro(iface: "Interface") -> bool:

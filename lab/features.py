@@ -8,6 +8,7 @@ frames vanish. Kernels without the netdev family get the same answer from the pe
 """
 from __future__ import annotations
 
+import itertools
 import socket
 import subprocess
 import struct
@@ -45,10 +46,19 @@ def _attrs(data: bytes) -> dict[int, bytes]:
     return out
 
 
+_seq = itertools.count(1)
+
+
 def _request(sock: socket.socket, family: int, cmd: int, attrs: bytes) -> dict[int, bytes] | None:
+    """One generic netlink request and its answer; on a kept socket an answer left unread by
+    an interrupted earlier request is passed over (its sequence number is not this one's)."""
+    seq = next(_seq) & 0xFFFFFFFF
     body = struct.pack("BBH", cmd, 1, 0) + attrs
-    sock.send(struct.pack("IHHII", 16 + len(body), family, NLM_F_REQUEST, 1, 0) + body)
-    data = sock.recv(65536)
+    sock.send(struct.pack("IHHII", 16 + len(body), family, NLM_F_REQUEST, seq, 0) + body)
+    while True:
+        data = sock.recv(65536)
+        if struct.unpack_from("I", data, 8)[0] == seq:
+            break
     length, mtype = struct.unpack_from("IH", data)
     if mtype == NLMSG_ERROR:
         (err,) = struct.unpack_from("i", data, 16)
@@ -60,19 +70,22 @@ def _request(sock: socket.socket, family: int, cmd: int, attrs: bytes) -> dict[i
 def xdp_features(iface: "Interface") -> set[str] | None:
     """The device's XDP features ("basic", "redirect", "ndo-xmit", ...), or None when the
     kernel does not report them (no netdev generic netlink family)."""
-    sock = iface.ns.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
-    try:
+    sock = iface.ns.kept_socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_GENERIC)
+    if "netdev" not in _families:       # generic netlink families are the kernel's, not a namespace's
         fam = _request(sock, GENL_ID_CTRL, CTRL_CMD_GETFAMILY, _attr(CTRL_ATTR_FAMILY_NAME, b"netdev\0"))
-        if not fam or CTRL_ATTR_FAMILY_ID not in fam:
-            return None
-        (family,) = struct.unpack("H", fam[CTRL_ATTR_FAMILY_ID][:2])
-        dev = _request(sock, family, NETDEV_CMD_DEV_GET, _attr(NETDEV_A_DEV_IFINDEX, struct.pack("I", iface.ifindex)))
-        if not dev or NETDEV_A_DEV_XDP_FEATURES not in dev:
-            return None
-        (bits,) = struct.unpack("Q", dev[NETDEV_A_DEV_XDP_FEATURES][:8])
-        return {name for bit, name in XDP_ACT.items() if bits & bit}
-    finally:
-        sock.close()
+        _families["netdev"] = (struct.unpack("H", fam[CTRL_ATTR_FAMILY_ID][:2])[0]
+                               if fam is not None and CTRL_ATTR_FAMILY_ID in fam else None)
+    family = _families["netdev"]
+    if family is None:
+        return None
+    dev = _request(sock, family, NETDEV_CMD_DEV_GET, _attr(NETDEV_A_DEV_IFINDEX, struct.pack("I", iface.ifindex)))
+    if not dev or NETDEV_A_DEV_XDP_FEATURES not in dev:
+        return None
+    (bits,) = struct.unpack("Q", dev[NETDEV_A_DEV_XDP_FEATURES][:8])
+    return {name for bit, name in XDP_ACT.items() if bits & bit}
+
+
+_families: dict[str, int | None] = {}
 
 
 _symbols: dict[str, bool] = {}
@@ -81,13 +94,21 @@ _symbols: dict[str, bool] = {}
 def kernel_symbol(name: str) -> bool:
     """Is `name` a function of the running kernel or of a loaded module (/proc/kallsyms)?
     A probe for features that arrived with a function of their own; unknown counts as yes."""
+    global _kallsyms
     if name not in _symbols:
-        try:
-            with open("/proc/kallsyms") as f:
-                _symbols[name] = any(line.split(maxsplit=3)[2:3] == [name] for line in f)
-        except OSError:
-            _symbols[name] = True
+        if _kallsyms is None:
+            try:
+                with open("/proc/kallsyms", "rb") as f:      # ~5 MB, read once: scanning it line by
+                    _kallsyms = f.read()                    # line took ~100 ms per name asked
+            except OSError:
+                _kallsyms = b""
+        # "<address> <type> <name>\n", or "<address> <type> <name>\t[<module>]\n"
+        found = f" {name}\n".encode() in _kallsyms or f" {name}\t".encode() in _kallsyms
+        _symbols[name] = found or not _kallsyms
     return _symbols[name]
+
+
+_kallsyms: bytes | None = None
 
 
 def veth_gro_napi() -> bool:
@@ -98,6 +119,8 @@ def veth_gro_napi() -> bool:
     load it first, as making a veth would, or the probe would answer for a kernel without veth."""
     if not kernel_symbol("veth_xmit"):
         subprocess.run(["modprobe", "-q", "veth"], check=False, capture_output=True)
+        global _kallsyms
+        _kallsyms = None            # the module's symbols are there now
         _symbols.pop("veth_xmit", None)
         _symbols.pop("veth_set_features", None)
     return kernel_symbol("veth_set_features")

@@ -248,18 +248,15 @@ def _read_namespace(ns: "Netns", short: str, out: dict[Key, dict[str, str]]) -> 
         out[(short, "qdisc", f"{q.kind} dev {names.get(q.ifindex, q.ifindex)} handle {q.handle >> 16:x}: "
                              f"parent {q.parent:x}")] = {}
     from .ethtool import feature_bits
-    sock = ns.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    try:
-        for index, name in names.items():
-            if name == "lo":
-                continue
-            try:
-                requested, active = feature_bits(sock, name)
-            except OSError:
-                continue
-            out[(short, "offloads", name)] = {"requested": hex(requested), "active": hex(active)}
-    finally:
-        sock.close()
+    sock = ns.kept_socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for index, name in names.items():
+        if name == "lo":
+            continue
+        try:
+            requested, active = feature_bits(sock, name)
+        except OSError:
+            continue
+        out[(short, "offloads", name)] = {"requested": hex(requested), "active": hex(active)}
     for index, name in names.items():
         if name != "lo":
             _read_queues(ns, short, name, out)

@@ -12,6 +12,7 @@ import ipaddress
 import re
 import struct
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
@@ -290,6 +291,25 @@ def hexbytes(raw: bytes) -> str:
     return "  ".join(groups)
 
 
+_reading: dict[int, list[tuple[bytes, bytes | None]]] | None = None
+
+
+@contextlib.contextmanager
+def one_reading() -> Iterator[None]:
+    """Within the block, each map's items() are read from the kernel once and then repeated:
+    the preflight's checks (the core's and each kit's) read the same devmaps a moment apart,
+    before every send."""
+    global _reading
+    if _reading is not None:
+        yield
+        return
+    _reading = {}
+    try:
+        yield
+    finally:
+        _reading = None
+
+
 class MapView:
     """A kernel map by fd, with the layouts its program declared for key and value."""
 
@@ -430,11 +450,19 @@ class MapView:
 
     def items(self) -> list[tuple[bytes, bytes | None]]:
         """(key, value) for every key; value None where the kernel reports no entry."""
+        if _reading is not None:
+            if self.info.id not in _reading:
+                _reading[self.info.id] = self._items()
+            return _reading[self.info.id]
+        return self._items()
+
+    def _items(self) -> list[tuple[bytes, bytes | None]]:
         if not self.readable:
             return [(k, None) for k in self.keys()]
         if self.percpu:
             return [(k, self.sum_percpu(k)) for k in self.keys()]
-        return [(k, self.lookup(k)) for k in self.keys()]
+        keys = self.keys()
+        return list(zip(keys, bpfsys.lookup_each(self.fd, keys, self.info.value_size)))
 
     def sum_percpu(self, key: bytes) -> bytes | None:
         """A per-CPU integer value summed over CPUs (how counters are read)."""

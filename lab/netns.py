@@ -144,6 +144,7 @@ class Netns:
         self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._ipr: IPRoute | None = None
         self._rtnl: socket.socket | None = None
+        self._kept: dict[tuple[int, int, int], socket.socket] = {}
         self._seq = 0
         self._sysfs: str | None = None
 
@@ -222,6 +223,9 @@ class Netns:
         if self._rtnl is not None:
             self._rtnl.close()
             self._rtnl = None
+        for sock in self._kept.values():
+            sock.close()
+        self._kept.clear()
         if self._sysfs is not None:
             _libc.umount2(self._sysfs.encode(), MNT_DETACH)
             with contextlib.suppress(OSError):
@@ -271,6 +275,15 @@ class Netns:
         """A socket that belongs to this namespace, wherever it is used from."""
         with self.entered():
             return socket.socket(family, type, proto)
+
+    def kept_socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+        """A socket of this namespace for requests that leave nothing on it (ethtool ioctls,
+        generic netlink requests answered at once), opened once and closed with the handle:
+        the preflight asks before every send."""
+        key = (family, type, proto)
+        if key not in self._kept:
+            self._kept[key] = self.socket(family, type, proto)
+        return self._kept[key]
 
     @property
     def ipr(self) -> "IPRoute":

@@ -70,7 +70,7 @@ def _tx_back(lab: "Lab", prog: object, iface: "Interface") -> list[str]:
     fd = getattr(prog, "fd", None)
     if fd is None:
         return []
-    at = bpfsys.returns_constant(bpfsys.prog_xlated(fd), XDP_TX, bpfsys.prog_main_length(fd))
+    at = _tx_at(fd)
     if at is None:
         return []
     try:
@@ -87,6 +87,18 @@ def _tx_back(lab: "Lab", prog: object, iface: "Interface") -> list[str]:
     return [f"{prog.name} (drv on {iface.key}) can return XDP_TX (r0 = 3 at instruction {at}): in drv mode the "  # type: ignore[attr-defined]
             f"frames go back into {peer.key}, which has {state}{gro}; attach an XDP program to {peer.key} in drv "
             f"mode (xdp_pass), or attach {prog.name} in skb mode"]  # type: ignore[attr-defined]
+
+
+_TX_AT: dict[int, int | None] = {}     # program id -> where it returns XDP_TX (ids are never reused)
+
+
+def _tx_at(fd: int) -> int | None:
+    """Where the program can return XDP_TX (bpfsys.returns_constant), read once per program:
+    a loaded program's instructions never change, and the preflight runs before every send."""
+    prog_id = bpfsys.prog_info(fd).id
+    if prog_id not in _TX_AT:
+        _TX_AT[prog_id] = bpfsys.returns_constant(bpfsys.prog_xlated(fd), XDP_TX, bpfsys.prog_main_length(fd))
+    return _TX_AT[prog_id]
 
 
 def check(lab: "Lab") -> None:

@@ -160,9 +160,7 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     before = lab.snapshot()
     fates = fates_before(lab)
 
-    port = lab.port("net1/veth1")
-    for f in frames:
-        port.send(f)
+    lab.port("net1/veth1").send_each(frames)
 
     for f in frames:
         ingress_tap.expect(f)

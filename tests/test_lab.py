@@ -183,3 +183,36 @@ def test_queues_per_end_in_python_and_in_lab_files(tmp_path):
     f.write_text('[[veth]]\na = { ns = "a", name = "v0", queues = "4" }\nb = { ns = "b", name = "v1" }\n')
     with pytest.raises(TopologyError, match="key 'queues': expected an integer, got the str '4'"):
         load(f)
+
+
+def test_send_each_checks_once_then_sends_every_frame_in_order_or_none(lab):
+    from lab.errors import DataplaneError
+    from lab.packets import udp_bytes
+    checked = []
+    lab.checks.append(lambda: checked.append(1))
+    tap = lab.capture("fwd/veth0")
+    frames = [udp_bytes(payload=b"frame-%d" % i) for i in range(3)]
+    lab.port("net1/veth1").send_each(frames)
+    tap.expect(frames[0])
+    tap.expect(frames[1])
+    tap.expect(frames[2])
+    assert tap.received == frames and checked == [1]
+    with pytest.raises(DataplaneError, match=r"send 5-byte frame on net1/veth1: shorter than an Ethernet header"):
+        lab.port("net1/veth1").send_each([frames[0], b"short"])
+    tap.expect_none()
+    assert checked == [1], "a refused batch is refused before the preflight and before any frame"
+
+
+def test_a_maps_entries_are_read_once_within_one_reading(lab):
+    from lab import bpfsys, maps
+    with L2fwd() as f:
+        tx, veth2 = f.map("txport_map"), lab.iface("fwd/veth2")
+        f.set_txport(veth2)
+        keys = tx.keys()
+        assert bpfsys.lookup_each(tx.fd, keys, 4) == [tx.lookup(k) for k in keys]
+        assert [k for k, v in tx.items() if v is not None] == [veth2.ifindex.to_bytes(4, "little")]
+        with maps.one_reading():
+            first = tx.items()
+            tx.delete(veth2.ifindex.to_bytes(4, "little"))
+            assert tx.items() == first, "read once within the reading"
+        assert all(v is None for _, v in tx.items()), "and afresh after it"
