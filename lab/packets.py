@@ -47,6 +47,37 @@ def udp_frame(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00
     return s.Ether(dst=eth_dst, src=eth_src) / ip / s.UDP(sport=sport, dport=dport) / s.Raw(payload)
 
 
+def udp_bytes(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00:01:02",
+              ip_src: str = "192.168.1.2", ip_dst: str = "192.168.0.1", ttl: int = 64, ip_id: int = 1,
+              sport: int = 1234, dport: int = 5678, payload: bytes = b"xdplab-payload", options: bytes = b"") -> bytes:
+    """bytes(udp_frame(...)) for the same arguments, built without scapy (~100 times faster:
+    what a fuzz run draws hundreds of; tests/test_units.py holds it to scapy's bytes)."""
+    import ipaddress
+    import struct
+    src, dst = ipaddress.IPv4Address(ip_src).packed, ipaddress.IPv4Address(ip_dst).packed
+    options += b"\0" * (-len(options) % 4)
+    udp_len = 8 + len(payload)
+    pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_len)
+    udp = struct.pack("!HHHH", sport, dport, udp_len, 0) + payload
+    csum = _checksum(pseudo + udp) or 0xFFFF
+    udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
+    header = struct.pack("!BBHHHBBH4s4s", 0x40 | (5 + len(options) // 4), 0, 20 + len(options) + udp_len, ip_id,
+                         0x4000, ttl, 17, 0, src, dst) + options
+    header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
+    eth = bytes.fromhex(eth_dst.replace(":", "")) + bytes.fromhex(eth_src.replace(":", "")) + b"\x08\x00"
+    return eth + header + udp
+
+
+def _checksum(data: bytes) -> int:
+    """The Internet checksum (RFC 1071) of `data`."""
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(int.from_bytes(data[i:i + 2], "big") for i in range(0, len(data), 2))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
 def arp_request(*, eth_src: str = "02:00:00:00:01:02", ip_src: str = "192.168.1.2",
                 ip_dst: str = "192.168.1.1") -> Any:
     """A broadcast ARP who-has."""

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import random
 
-from lab.packets import arp_request, ipv6_udp_frame, udp_frame
+from lab.packets import arp_request, ipv6_udp_frame, udp_bytes, udp_frame
 
 SRC_MAC, DST_MAC = "02:00:00:00:01:02", "02:00:00:00:01:01"
 ROUTED, UNROUTED = "192.168.0.1", "192.168.0.99"
 NEW_MAC = "00:00:11:22:33:44"
 
 
-def ipv4(dst: str = ROUTED, **kw: object) -> bytes:
-    return bytes(udp_frame(eth_src=SRC_MAC, eth_dst=DST_MAC, ip_src="192.168.1.2", ip_dst=dst, **kw))
+def ipv4(dst: str = ROUTED, payload: bytes = b"xdplab-payload", options: bytes = b"") -> bytes:
+    return udp_bytes(eth_src=SRC_MAC, eth_dst=DST_MAC, ip_src="192.168.1.2", ip_dst=dst, payload=payload,
+                     options=options)
 
 
 def vlan(dst: str = ROUTED) -> bytes:
@@ -29,7 +30,8 @@ def truncated() -> list[bytes]:
 
 def bad_header() -> list[bytes]:
     whole = ipv4()
-    return [ipv4(ihl=4), whole[:14] + bytes([0x65]) + whole[15:]]
+    bad_ihl = bytes(udp_frame(eth_src=SRC_MAC, eth_dst=DST_MAC, ip_src="192.168.1.2", ip_dst=ROUTED, ihl=4))
+    return [bad_ihl, whole[:14] + bytes([0x65]) + whole[15:]]
 
 
 NAMED = {

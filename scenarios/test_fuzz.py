@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab.pace import Bound, share
-from lab.packets import udp_frame
+from lab.packets import udp_bytes
 
 ROUTES = {"192.168.0.1": "00:00:11:22:33:44", "192.168.0.2": "02:00:00:00:0f:02"}
 DSTS = [*ROUTES, "192.168.0.3", "192.168.1.1", "10.0.0.1"]
@@ -62,7 +62,7 @@ def tap_view(frame: bytes) -> bytes | None:
 
 
 def ipv4(**kw):
-    return bytes(udp_frame(eth_src=SRC_MAC, eth_dst=DST_MAC, ip_src="192.168.1.2", **kw))
+    return udp_bytes(eth_src=SRC_MAC, eth_dst=DST_MAC, ip_src="192.168.1.2", **kw)
 
 
 def scapy_frame(kind: str, dst: str, payload: bytes) -> bytes:
@@ -128,8 +128,7 @@ def test_fuzzed_frames_balance_the_books(fuzz_lab, batch):
         capture.pending.clear()
     verdicts_before, counters_before = l2fwd.verdicts(), lab.snapshot()
 
-    for f in sent:
-        port.send(f)
+    port.send_each(sent)
     wait_for(egress, expect[-2][2])
     wait_for(tap, pass_marker)
     egress.poll()

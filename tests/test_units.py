@@ -11,7 +11,7 @@ from lab.errors import LabError, MapError, PacketError, TopologyError
 from lab.l2fwd.forwarder import FWD, L2fwd
 from lab.maps import Layout, hexbytes
 from lab.names import NameFactory, check_ifname
-from lab.packets import Mask, rewrite, udp_frame
+from lab.packets import Mask, rewrite, udp_bytes, udp_frame
 from lab.l2fwd.seed import SEED
 from lab.topology import End, Topology, Veth, check_ipv4, check_mac, end
 
@@ -85,6 +85,20 @@ def test_layout_pack_refuses_missing_fields_and_values_that_do_not_fit():
         FWD.pack(outif=2 ** 32, dst_mac=bytes(6))
     with pytest.raises(MapError, match="5 items, field holds 6"):
         FWD.pack(outif=1, dst_mac=bytes(5))
+
+
+# frames ----------------------------------------------------------------------------------
+def test_udp_bytes_are_scapys_bytes_for_the_same_arguments():
+    """The scapy-free builder the fuzz run uses, held to scapy's bytes (checksums included)
+    over random addresses, ports, TTLs, ids, payloads and options."""
+    import random
+    r = random.Random(7)
+    for _ in range(300):
+        kw = dict(ip_dst=".".join(str(r.randrange(256)) for _ in range(4)), ip_id=r.randrange(1 << 16),
+                  ttl=r.randrange(256), sport=r.randrange(1 << 16), dport=r.randrange(1 << 16),
+                  payload=r.randbytes(r.randrange(80)), options=b"\x01" * r.choice([0, 0, 1, 3, 4, 8, 36]))
+        assert udp_bytes(**kw) == bytes(udp_frame(**kw)), kw
+    assert udp_bytes(payload=b"") == bytes(udp_frame(payload=b""))
 
 
 # masks -----------------------------------------------------------------------------------
