@@ -2,6 +2,11 @@
 # Debian packages, kernel headers for bcc, bpffs/tracefs mounts, .venv) and is a quick no-op
 # once everything is there.
 PY := .venv/bin/python
+# pytest keeps its assertion-rewritten modules (test modules, and every module of a package
+# that registers a pytest plugin: hypothesis's ~90) only where bytecode may be written; with
+# PYTHONDONTWRITEBYTECODE set, every pytest process, each xdist worker and each child session
+# rewrote them again (~0.5 s each)
+unexport PYTHONDONTWRITEBYTECODE
 PYTEST_ARGS ?=
 PYTEST := $(PY) -m pytest -n auto $(PYTEST_ARGS)
 # make test: one worker more than CPUs: most of its tests wait on the sessions and commands

@@ -20,11 +20,17 @@ if TYPE_CHECKING:
 
 def sysfs_stats(iface: "Interface") -> dict[str, int]:
     """All of /sys/class/net/<if>/statistics, as seen from the interface's namespace."""
-    d = os.path.join(iface.ns.sysfs, "class/net", iface.name, "statistics")
+    d = os.open(os.path.join(iface.ns.sysfs, "class/net", iface.name, "statistics"), os.O_RDONLY | os.O_DIRECTORY)
     out = {}
-    for name in os.listdir(d):
-        with open(os.path.join(d, name)) as f:
-            out[name] = int(f.read())
+    try:
+        for name in os.listdir(d):
+            fd = os.open(name, os.O_RDONLY, dir_fd=d)
+            try:
+                out[name] = int(os.read(fd, 64))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(d)
     return out
 
 
