@@ -82,10 +82,14 @@ def xdp_program(lab, p):
     return f"a: link v0: xdp none -> skb program {p.info.id}"
 
 
+def pin_path() -> str:
+    return f"/sys/fs/bpf/xdplab-test-reuse-{os.getpid()}"
+
+
 def pinned_map(lab, p):
     p.attach(lab.iface("b/v1"), "skb")      # detached by the fixture; its map's pin stays
     m = next(iter(p.maps.values()))
-    path = f"/sys/fs/bpf/xdplab-test-reuse-{os.getpid()}"
+    path = pin_path()
     bpfsys.pin(m.fd, path)
     return f"pinned object {path}: added"
 
@@ -131,8 +135,8 @@ def test_each_thing_a_test_leaves_is_named_and_the_lab_rebuilt(pool, program, le
         said = leak(lab, program)
         left = pool.give_back(lab)
     finally:
-        if leak is pinned_map:
-            os.unlink(said.split()[2].rstrip(":"))
+        if leak is pinned_map and os.path.exists(pin_path()):      # also when the leak itself failed
+            os.unlink(pin_path())
         if leak is xdp_program:
             from lab import xdp
             xdp.detach(lab.iface("a/v0"), "skb") if not lab.namespaces["a"].closed else None
