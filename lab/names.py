@@ -65,6 +65,11 @@ class NameFactory:
     def netns(self, name: str) -> str:
         return f"{PREFIX}-{self.run}-{self.worker}-{next(self._seq)}-{check_nsname(name)}"
 
+    def process_netns(self, what: str) -> str:
+        """The one namespace of this process for `what` (not a lab's: no sequence number, so
+        never a lab namespace's name)."""
+        return f"{PREFIX}-{self.run}-{self.worker}-{what}"
+
 
 UP_SEPARATOR = "+"      # in no lab or namespace name: "a-x" + "n1" and "a" + "x-n1" never collide
 

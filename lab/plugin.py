@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from . import host, inventory, names, pace, preflight, programs, report, settle, sweep
+from . import host, inventory, names, pace, preflight, programs, report, settle, sweep, xdp
 from . import fates
 from .pool import Pool, warn_leak
 from .built import FATES, Lab, build
@@ -223,6 +223,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
     finally:
         inventory.close()
+        xdp.unpark_programs()
         programs.close_objects()
         fates.close()
     if not _is_controller(config):
@@ -309,6 +310,7 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
     pool = request.config.stash[_POOL]
     fresh = request.node.get_closest_marker("lab_fresh") is not None or request.config.getoption("--lab-reuse") == "off"
     began = time.perf_counter()
+    xdp.park_programs()         # an attach or detach: ~0.1 ms instead of ~9 (xdp.Parking)
     try:
         built = build(lab_topology, fates=level) if fresh else pool.take(lab_topology, level)
     except LabError as e:

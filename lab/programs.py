@@ -252,6 +252,7 @@ class XdpProgram:
 
     # attach ------------------------------------------------------------------------------
     def attach(self, iface: "Interface", mode: str) -> xdp.Attachment:
+        xdp.park(self.fd)       # loaded for the whole process anyway (xdp.Parking)
         try:
             a = xdp.Attachment(iface, self.fd, mode, self.info.name)
         except XdpError as e:

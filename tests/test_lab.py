@@ -216,3 +216,25 @@ def test_a_maps_entries_are_read_once_within_one_reading(lab):
             tx.delete(veth2.ifindex.to_bytes(4, "little"))
             assert tx.items() == first, "read once within the reading"
         assert all(v is None for _, v in tx.items()), "and afresh after it"
+
+
+def test_a_sessions_programs_stay_parked_in_the_xdp_dispatcher_until_it_ends(lab):
+    """The lab fixture turned parking on (lab.xdp.Parking): the first attach of a program also
+    attaches it, in skb mode, to a down veth of the process's parking namespace, where it
+    stays after the test detaches it, never runs, and goes when parking ends."""
+    from lab import rtnl
+    assert xdp.park_programs() is None
+    parking = xdp._parking.get()
+    p = XdpProgram(XDP_PASS)
+    try:
+        p.attach(lab.iface("fwd/veth0"), "drv").close()
+        where = parking.parked[p.info.id]
+        assert rtnl.link_xdp(parking.ns, where) == (2, p.info.id), "attached in skb mode (XDP_ATTACHED_SKB)"
+        assert rtnl.link_operstate(parking.ns, where) == "DOWN"
+        p.attach(lab.iface("fwd/veth0"), "skb").close()
+        assert list(parking.parked).count(p.info.id) == 1, "parked once"
+    finally:
+        p.close()
+    name = parking.ns.name
+    xdp.unpark_programs()
+    assert name not in netns.list_names()

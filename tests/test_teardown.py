@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,40 @@ def ours(run: str) -> list[str]:
     return [n for n in netns.list_names() if n.startswith(f"xdplab-{run}-")]
 
 
+def labs_and_parking(run: str) -> tuple[list[str], list[str]]:
+    """The run's lab namespaces, and its processes' XDP parking namespaces (lab.xdp.Parking)."""
+    names = ours(run)
+    parking = sorted(n for n in names if n.endswith("-xdp-parking"))
+    return sorted(n for n in names if n not in parking), parking
+
+
+_started: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def interrupt_leftover_sessions(own_sandbox: str) -> Iterator[None]:
+    """A session a test started and that still runs when the test ends (an assertion failed
+    before its signal) is interrupted, so that it tears its lab down, then killed; before
+    own_sandbox checks that nothing was left."""
+    yield
+    while _started:
+        p = _started.pop()
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+            try:
+                p.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+
+
 def start(run: str, ready: Path, *args: str) -> subprocess.Popen:
+    p = _start(run, ready, *args)
+    _started.append(p)
+    return p
+
+
+def _start(run: str, ready: Path, *args: str) -> subprocess.Popen:
     return subproc.popen("-m", "pytest", "-q", HANGS, "--lab-forwarders=elf", *args, env=subproc.child_env(XDPLAB_RUN=run,
                                                                                  XDPLAB_READY=str(ready)))
 
@@ -73,7 +107,8 @@ def test_ctrl_c_and_sigterm_tear_everything_down(tmp_path, xdist, sig):
     run = "c" + os.urandom(2).hex()[:3]
     p = start(run, tmp_path / "ready", "-k", "test_hangs and skb", *xdist)
     made = wait_ready(p, tmp_path / "ready")
-    assert sorted(ours(run)) == sorted(made)
+    assert labs_and_parking(run) == (sorted(made), [f"xdplab-{run}-{w}-xdp-parking" for w in
+                                                   (["gw0", "gw1"][:len(made) // 3] if xdist else ["main"])])
     p.send_signal(sig)
     out = finish(p, 60)
     assert p.returncode != 0
@@ -108,13 +143,14 @@ def test_sigkill_leftovers_are_swept_and_foreign_namespaces_survive(tmp_path):
         made = wait_ready(p, tmp_path / "ready")
         p.kill()
         p.communicate(timeout=30)
-        assert sorted(ours(run)) == sorted(made + [foreign]), "SIGKILL leaves the lab's namespaces"
+        parking = f"xdplab-{run}-main-xdp-parking"
+        assert sorted(ours(run)) == sorted(made + [foreign, parking]), "SIGKILL leaves the lab's namespaces"
         dead = {x.netns for x in sweep.leftovers() if not x.alive}
-        assert set(made) <= dead
+        assert set(made + [parking]) <= dead
 
         r = subproc.run("-m", "lab", "clean")
         assert r.returncode == 0, r.stderr
-        for name in made:
+        for name in made + [parking]:
             assert f"removed {name} (owner pid {p.pid}, gone)" in r.stdout, r.stdout
         assert ours(run) == [foreign], "only what the lab recorded is removed"
         link_check = subprocess.run(["ip", "-n", foreign, "link"], capture_output=True, text=True)
@@ -129,8 +165,8 @@ def test_a_new_session_sweeps_what_a_killed_one_left(tmp_path):
     made = wait_ready(p, tmp_path / "ready")
     p.kill()
     p.communicate(timeout=30)
-    assert sorted(ours(run)) == sorted(made)
-    assert {x.netns for x in sweep.leftovers() if not x.alive} >= set(made)
+    assert labs_and_parking(run) == (sorted(made), [f"xdplab-{run}-main-xdp-parking"])
+    assert {x.netns for x in sweep.leftovers() if not x.alive} >= set(ours(run))
     r = subproc.run("-m", "pytest", "-q", "tests/test_units.py::test_seed_value_decodes_for_people")
     assert r.returncode == 0, r.stdout
     assert "namespace(s) left by dead lab processes" in r.stdout and made[0] in r.stdout, r.stdout
