@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .. import bpfsys, ethtool, fates
+from .. import bpfsys, ethtool, fates, xdp
 from ..bccload import BccObject
 from ..plugin import PHASES_ENV
 from ..pool import Pool
@@ -42,7 +42,8 @@ SIZES = (64, 512, 1500)
 PAIR = Topology((Veth(End("net1", "veth1", "02:00:00:00:01:02", "192.168.1.2/24"),
                       End("fwd", "veth0", "02:00:00:00:01:01", "192.168.1.1/24")),), name="bench-pair")
 
-KEYS = ("lab_setup_ms", "lab_fresh_setup_ms", "lab_reuse_ms", "ip_script_ms", "cli_updown_ms", "compile_ms", "attach_ms", "inject_pps",
+KEYS = ("lab_setup_ms", "lab_fresh_setup_ms", "lab_reuse_ms", "ip_script_ms", "cli_updown_ms", "python_start_ms",
+        "compile_ms", "attach_ms", "attach_parked_ms", "inject_pps",
         "scapy_sendp_pps", "capture_pps", "capture_drops", "fwd_mpps_skb", "fwd_mpps_drv", "drop_mpps",
         "fates_overhead_pct", "suite_serial_s", "suite_parallel_s", "scenario_median_ms", "scenario_p95_ms")
 # the two-namespace lab of cli_updown_ms: the shape of xdp-tutorial's `testenv.sh setup`
@@ -287,6 +288,14 @@ def cli_updown_ms(lab_file: str) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
+def python_start_ms() -> float:
+    """`python -c pass`: what each command pays before the lab's first line (site-packages
+    and their .pth files included), twice in cli_updown_ms."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "pass"], check=True, env=_child_env())
+    return (time.perf_counter() - t) * 1e3
+
+
 def _child_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in ("XDPLAB_RUN", "PYTEST_XDIST_WORKER")}
 
@@ -353,12 +362,14 @@ def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dic
     progress("lab set-up against an ip/bpftool script")
     res["lab_fresh_setup_ms"] = median_of(reps, lab_fresh_setup_ms)
     pool = Pool()
+    xdp.park_programs()                     # as the lab fixture does (xdp.Parking)
     try:
         lab_setup_ms(pool)                  # the first builds the lab the others reuse
         res["lab_setup_ms"] = median_of(reps, lambda: lab_setup_ms(pool))
         res["lab_reuse_ms"] = median_of(reps * 3, lambda: lab_reuse_ms(pool, 1000 // k))
     finally:
         pool.close()
+        xdp.unpark_programs()
     # `ip -n` remounts /sys, hiding /sys/fs/bpf: pin in a bpffs of our own, outside /sys
     os.makedirs("/run/xdplab", exist_ok=True)
     pin_dir = tempfile.mkdtemp(prefix="bench-bpffs-", dir="/run/xdplab")
@@ -377,12 +388,19 @@ def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dic
     with tempfile.TemporaryDirectory() as d:
         (Path(d) / "updown.toml").write_text(UPDOWN_LAB)
         res["cli_updown_ms"] = median_of(reps, lambda: cli_updown_ms(str(Path(d) / "updown.toml")))
+    res["python_start_ms"] = median_of(reps, python_start_ms)
     progress("compile and attach")
     res["compile_ms"] = median_of(1 if quick else 3, compile_ms)
     drop = XdpProgram(XDP_DROP)
     try:
         with build(PAIR) as lab:
             res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
+            xdp.park_programs()             # the same attach, the program parked (xdp.Parking)
+            try:
+                xdp.park(drop.fd)
+                res["attach_parked_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
+            finally:
+                xdp.unpark_programs()
             progress("frames from Python")
             drop.attach(lab.iface("fwd/veth0"), "drv")
             res["inject_pps"] = median_of(reps, lambda: inject_pps(lab, (100_000 if quick else 300_000) // k))
