@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from .built import Interface, Lab
 
 PEERS = ("none", "pass", "gro")
-XDP_PASS = Program(PACKAGE_BPF / "xdp_pass.c", "xdp_pass")
+XDP_PASS = Program(PACKAGE_BPF / "xdp_pass.bpf.o", "xdp_pass")
 
 
 def default_peer(mode: str) -> str:

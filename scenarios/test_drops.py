@@ -264,11 +264,12 @@ def test_the_mtu_limit_the_fix_names_is_the_kernels():
     """The fix names the largest peer MTU this kernel takes (computed from its BTF: on 6.18,
     4096 - 256 - 320 - 14 = 3506): native XDP attaches at it and is refused one byte above."""
     from lab.built import build
-    from lab.programs import PACKAGE_BPF, Program, XdpProgram
+    from lab.peers import XDP_PASS
+    from lab.programs import XdpProgram
     limit = veth_xdp_max_mtu()
     for mtu, ok in ((limit, True), (limit + 1, False)):
         pair = Topology((Veth(End("a", "v0", mtu=mtu), End("b", "v1")),), name="mtu")
-        with build(pair, fates="off") as lab, XdpProgram(Program(PACKAGE_BPF / "xdp_pass.c", "xdp_pass")) as p:
+        with build(pair, fates="off") as lab, XdpProgram(XDP_PASS) as p:
             if ok:
                 assert p.attach(lab.iface("b/v1"), "drv").mode == "drv"
             else:

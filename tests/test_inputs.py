@@ -103,8 +103,8 @@ END = st.fixed_dictionaries({"ns": st.one_of(NAMES, ANY), "name": st.one_of(NAME
                                       "mtu": st.one_of(st.sampled_from([68, 1500, 9000, 70000, 0, -1]), ANY),
                                       "rx_queues": st.sampled_from([1, 2, 0, "2"]),
                                       "colour": ANY})
-PROGRAM = st.fixed_dictionaries({"program": st.sampled_from([str(PACKAGE_BPF / "xdp_pass.c"),
-                                                             str(PACKAGE_BPF / "xdp_pass.c") + ":xdp_pass",
+PROGRAM = st.fixed_dictionaries({"program": st.sampled_from([str(PACKAGE_BPF / "xdp_pass.bpf.o"),
+                                                             str(PACKAGE_BPF / "xdp_pass.bpf.o") + ":xdp_pass",
                                                              "../bpf/nosuch.c", str(PACKAGE_BPF / "not_xdp.bpf.o"),
                                                              5]),
                                  "attach": st.one_of(st.sampled_from(["a/v0", "b/v1", "c/v9"]), ANY)},
@@ -115,7 +115,7 @@ PROGRAM = st.fixed_dictionaries({"program": st.sampled_from([str(PACKAGE_BPF / "
 @st.composite
 def lab_files(draw: st.DrawFn) -> str:
     if draw(st.integers(0, 3)) == 0:        # a lab that comes up: a pair, maybe xdp_pass attached
-        attach = draw(st.sampled_from(["", f'[[program]]\nprogram = "{PACKAGE_BPF / "xdp_pass.c"}"\n'
+        attach = draw(st.sampled_from(["", f'[[program]]\nprogram = "{PACKAGE_BPF / "xdp_pass.bpf.o"}"\n'
                                            f'attach = "b/v1"\nmode = "{draw(st.sampled_from(["skb", "drv"]))}"\n']))
         return GOOD_VETH + attach
     lines = []
