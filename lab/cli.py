@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import sys
 import textwrap
@@ -89,7 +88,7 @@ def _repro(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     print(f"{case.name}: {case.summary}")
-    print(f"kernel {platform.release()}, l2fwd on fwd/veth0 in {case.mode} mode, peer of fwd/veth2: {case.peer}")
+    print(f"kernel {os.uname().release}, l2fwd on fwd/veth0 in {case.mode} mode, peer of fwd/veth2: {case.peer}")
     print(f"sending {args.frames} frames net1/veth1 -> 192.168.0.1 ...", flush=True)
     o, explanation = run_case(case, args.frames)
     dst = ":".join(f"{b:02x}" for b in o.arrived[0][:6]) if o.arrived else "-"
