@@ -11,20 +11,16 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from typing import TYPE_CHECKING
-
-from . import bpfsys, rtnl, sweep, xdp
-from .built import Interface, Lab, build
-from .errors import LabError, TopologyError
-from .names import UpNames
-from .netns import NETNS_RUN_DIR, Netns
-from .topology import End, Topology, Veth
+from . import sweep
+from .errors import LabError
+from .netns import NETNS_RUN_DIR
 
 if TYPE_CHECKING:       # imported where used: `lab down` and `status` need none of them (a command's start)
+    from . import bpfsys, xdp
+    from .built import Interface, Lab
     from .maps import MapView
     from .spec import LabSpec
 
@@ -145,8 +141,14 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     The state file is claimed first (phase "building", this process as owner, every
     namespace it will create), so that a kill at any instant leaves a lab that `down` or
     `clean` can finish removing; it becomes phase "up", owned by nobody, at the end."""
+    from dataclasses import asdict
+
     from . import killpoints, preflight, programs
+    from .built import build
+    from .errors import TopologyError
+    from .names import UpNames
     from .peers import set_up_peers
+    from .topology import Topology
     from .trace import new_tag
 
     from .spec import load
@@ -225,6 +227,10 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
 
 def attach(state: dict[str, Any]) -> Lab:
     """A Lab object for a lab that is up (handles only: closing it leaves the lab up)."""
+    from . import rtnl
+    from .built import Interface, Lab
+    from .netns import Netns
+    from .topology import End, Topology, Veth
     veths = tuple(Veth(End(**a), End(**b)) for a, b in state["veths"])
     lab = Lab(Topology(veths, name=state["name"]))
     for short, full in state["namespaces"].items():
@@ -247,7 +253,8 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
     """Detach XDP everywhere, delete the namespaces, forget the lab. Also finishes a lab whose
     `up` or `down` was killed part-way (whatever of it exists is removed; the rest is
     skipped); refuses one that a live process is still changing."""
-    from . import killpoints
+    from . import killpoints, rtnl, xdp
+    from .netns import Netns
     if name is None:
         name = find(None)["name"]
     state = read_state(name)
@@ -298,6 +305,7 @@ def unfinished() -> list[dict[str, Any]]:
 
 def programs_of(lab: Lab) -> list[tuple[Interface, xdp.XdpState, bpfsys.ProgInfo]]:
     """Every XDP program attached in the lab, however it got there: (interface, state, info)."""
+    from . import bpfsys, xdp
     out = []
     for i in lab.interfaces.values():
         st = xdp.query(i)
@@ -331,6 +339,7 @@ def close_maps(maps: dict[str, MapView]) -> None:
 
 
 def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
+    from . import bpfsys
     out = []
     for name, m in maps.items():
         entries = []
@@ -347,6 +356,7 @@ def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
 
 
 def status_text(state: dict[str, Any]) -> str:
+    from . import xdp
     lab = attach(state)
     try:
         lines = [f"lab {state['name']} (up since {state['created']}, from {state['file']})"]

@@ -10,10 +10,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
-from . import bpfsys
 from .errors import XdpError
 
 if TYPE_CHECKING:
@@ -51,8 +49,7 @@ def veth_xdp_max_mtu() -> int | None:
     return os.sysconf("SC_PAGE_SIZE") - 256 - ((info + 63) & ~63) - 14
 
 
-@dataclass(frozen=True)
-class XdpState:
+class XdpState(NamedTuple):     # (not a dataclass: `lab down` reads these without importing dataclasses)
     """What the kernel reports for an interface: mode ("skb", "drv", None) and program id."""
     mode: str | None
     prog_id: int
@@ -95,6 +92,7 @@ class Attachment:
 
     def __init__(self, iface: "Interface", prog_fd: int, mode: str, prog_name: str = "") -> None:
         self.iface, self.mode = iface, mode
+        from . import bpfsys
         self.prog_name = prog_name or bpfsys.prog_info(prog_fd).name
         flags = _check_mode(mode)
         action = f"attach xdp program {self.prog_name} to {iface.key} in {mode} mode"
@@ -159,6 +157,7 @@ class Parking:
     def park(self, fd: int) -> None:
         """Keep the program of `fd` attached here (once per program)."""
         from . import rtnl
+        from . import bpfsys
         prog_id = bpfsys.prog_info(fd).id
         if prog_id in self.parked or prog_id in self.refused:
             return
