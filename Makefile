@@ -16,7 +16,7 @@ TEST_WORKERS := $(shell echo $$(( $$(nproc) + 1 )))
 BPF_CFLAGS := -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -Wall
 BPF_OBJECTS := $(patsubst %.bpf.c,%.bpf.o,$(wildcard bpf/*.bpf.c)) bpf/l2fwd.debug.bpf.o
 
-.PHONY: setup bpf ctl scenarios test kernels kernels-ci clean-venv
+.PHONY: setup bpf ctl scenarios test check kernels kernels-ci clean-venv
 
 setup:
 	@scripts/bootstrap.sh
@@ -44,8 +44,12 @@ scenarios: setup          ## the main job: every scenario against the real kerne
 
 # tests/test_reuse.py runs the whole scenario suite twice, with labs kept between tests and
 # with a fresh lab per test, and compares the outcomes: that is make test's scenario run
-test: setup               ## everything: tests of lab/ itself and the scenarios (both ways)
+test: check               ## everything: types and lint, tests of lab/ itself and the scenarios (both ways)
 	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS) tests/
+
+check: setup              ## mypy --strict on lab/ (pyproject's [tool.mypy]) and ruff on all the Python
+	$(PY) -m mypy
+	$(PY) -m ruff check --quiet lab scenarios tests conftest.py
 
 kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 5.10, 6.1 and 6.12
 	@scripts/bootstrap-kernels.sh 5.10 6.1 6.12

@@ -48,7 +48,7 @@ class _Ring:
     size: int
 
     def get(self, off: int) -> int:
-        return struct.unpack_from("I", self.mem, off)[0]
+        return int(struct.unpack_from("I", self.mem, off)[0])
 
     def put(self, off: int, value: int) -> None:
         struct.pack_into("I", self.mem, off, value & 0xFFFFFFFF)

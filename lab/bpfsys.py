@@ -114,7 +114,7 @@ def _bpf(cmd: int, attr: ctypes.Structure) -> int:
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
-    return ret
+    return int(ret)
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ def prog_main_length(fd: int) -> int | None:
     recs = (ctypes.c_uint32 * (2 * info.nr_func_info))()     # struct bpf_func_info {insn_off, type_id}
     info2 = _ProgInfo(nr_func_info=info.nr_func_info, func_info_rec_size=8, func_info=ctypes.addressof(recs))
     _bpf(BPF_OBJ_GET_INFO_BY_FD, _InfoAttr(fd, ctypes.sizeof(info2), ctypes.addressof(info2)))
-    return recs[2]
+    return int(recs[2])
 
 
 def returns_constant(insns: bytes, value: int, end: int | None = None) -> int | None:
@@ -260,7 +260,7 @@ def possible_cpus() -> int:
     return n
 
 
-def _elem(fd: int, cmd: int, key: bytes, value: ctypes.Array | None = None, flags: int = 0) -> None:
+def _elem(fd: int, cmd: int, key: bytes, value: "ctypes.Array[ctypes.c_char] | None" = None, flags: int = 0) -> None:
     kbuf = ctypes.create_string_buffer(key, len(key))
     attr = _ElemAttr(fd, 0, ctypes.addressof(kbuf), ctypes.addressof(value) if value is not None else 0, flags)
     _bpf(cmd, attr)
@@ -317,7 +317,7 @@ def update_batch(fd: int, keys: bytes, values: bytes, count: int) -> bool:
         if e.errno in (22, 95, 524):        # EINVAL (no such command), EOPNOTSUPP, ENOTSUPP
             return False
         raise
-    return attr.count == count
+    return bool(attr.count == count)
 
 
 def delete(fd: int, key: bytes) -> bool:

@@ -10,8 +10,8 @@ import contextlib
 import ctypes
 import struct
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from . import bpfsys
 from .maps import Field, Layout
@@ -31,7 +31,7 @@ class BtfType:
     size_or_type: int
     vlen: int
     kflag: bool
-    extra: tuple = ()            # INT: (encoding, bits); ARRAY: (elem, index, n); STRUCT: ((name, type, bit_off), ...)
+    extra: tuple[Any, ...] = ()  # INT: (encoding, bits); ARRAY: (elem, index, n); STRUCT: ((name, type, bit_off), ...)
 
 
 class Btf:
@@ -49,7 +49,7 @@ class Btf:
             name_off, info, size_or_type = struct.unpack_from("<III", types, off)
             off += 12
             kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, bool(info >> 31)
-            extra: tuple = ()
+            extra: tuple[Any, ...] = ()
             if kind == INT:
                 (v,) = struct.unpack_from("<I", types, off)
                 extra, off = ((v >> 24) & 0xF, v & 0xFF), off + 4
@@ -89,7 +89,7 @@ class Btf:
     def sizeof(self, tid: int) -> int:
         t = self.resolve(tid)
         if t.kind == ARRAY:
-            return self.sizeof(t.extra[0]) * t.extra[2]
+            return self.sizeof(t.extra[0]) * int(t.extra[2])
         if t.kind == PTR:
             return 8
         return t.size_or_type

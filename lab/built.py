@@ -16,7 +16,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -30,14 +30,17 @@ if TYPE_CHECKING:
     from .dataplane import Capture, Port
     from .fates import Fates, Send
     from .inventory import Inventory
-    from .settle import Quiet
+    from .maps import MapView
     from .programs import Adopted
+    from .settle import Quiet
 
 
 class LabProgram(Protocol):
     """What the lab needs of a program attached in it (loaded by the lab or adopted)."""
-    maps: Any
-    name: str
+    @property
+    def maps(self) -> "Mapping[str, MapView]": ...
+    @property
+    def name(self) -> str: ...
 
     def placements(self) -> list[tuple["Interface", str, int]]: ...
     def dump(self) -> str: ...
@@ -493,8 +496,8 @@ def _build(topology: Topology, names: NameFactory | None, fates: str) -> Lab:
         for v in topology.veths:
             a_ns, b_ns = lab.namespaces[v.a.ns], lab.namespaces[v.b.ns]
             with _refused(f"create veth {v.a.key} -- {v.b.key}", "check the names and MTUs"):
-                rtnl.add_veth(a_ns, *({"name": e.name, "mac": e.resolved_mac(), "mtu": e.mtu, "rx_queues": e.rx_queues,
-                                       "tx_queues": e.tx_queues} for e in (v.a, v.b)), peer_ns_fd=b_ns.fd)
+                a, b = (rtnl.VethEnd(e.name, e.resolved_mac(), e.mtu, e.rx_queues, e.tx_queues) for e in (v.a, v.b))
+                rtnl.add_veth(a_ns, a, b, b_ns.fd)
             # No undo step of its own: a veth goes with its namespace. Deleting a namespace
             # unregisters all its devices (and their peers) in one batch, one RCU grace period
             # for them all instead of one per `ip link del` (~25 ms each here).

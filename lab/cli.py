@@ -7,15 +7,18 @@ import signal
 import sys
 import textwrap
 import threading
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .errors import LabError
+
+if TYPE_CHECKING:
+    from .built import Interface, Lab
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse, with its errors on one line in the lab's form: "python -m lab send: ..."."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+    def error(self, message: str) -> "NoReturn":
         self.exit(2, f"{self.prog}: {one_line(message)}; see {self.prog} --help\n")
 
 
@@ -76,7 +79,7 @@ def _int(text: str, what: str) -> int:
 
 
 def _repro(args: argparse.Namespace) -> int:
-    from .l2fwd.repro import CASES, run_case   # the l2fwd kit's cases
+    from .l2fwd.repro import CASES, run_case  # the l2fwd kit's cases
     if args.list or not args.name:
         width = max(map(len, CASES))
         for c in CASES.values():
@@ -166,7 +169,8 @@ def _why(args: argparse.Namespace) -> int:
         what = f"namespace(s) {', '.join(args.netns)}"
     else:
         if args.iface:
-            raise LabError("watch interfaces", "--iface needs --netns", "give the namespace: --netns net1 --iface veth0")
+            raise LabError("watch interfaces", "--iface needs --netns",
+                           "give the namespace: --netns net1 --iface veth0")
         state = uplab.find(args.lab)
         lab = uplab.attach(state)
         what = f"lab {state['name']}"
@@ -258,7 +262,7 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab_iface(state: dict, key: str) -> "Any":
+def _lab_iface(state: dict[str, Any], key: str) -> "tuple[Lab, Interface]":
     from . import uplab
     lab = uplab.attach(state)
     try:
@@ -268,7 +272,7 @@ def _lab_iface(state: dict, key: str) -> "Any":
         raise
 
 
-def _drain(lab: "Any", seconds: float) -> None:
+def _drain(lab: "Lab", seconds: float) -> None:
     """Wait `seconds`, reading the kernel's dropped frames as they come (other traffic may
     fill the ring buffer meanwhile)."""
     import time
@@ -278,7 +282,8 @@ def _drain(lab: "Any", seconds: float) -> None:
         lab._recorder.consume()
 
 
-def _frame(lab: "Any", src: str, kind: str, to: str | None, port: int) -> "Any":
+def _frame(lab: "Lab", src: str, kind: str, to: str | None,
+           port: int) -> "tuple[Any, Interface]":          # Any: a scapy packet (scapy is untyped)
     """The frame `send` and `why` put on interface `src` of a lab, and that interface."""
     from .packets import arp_request, ipv6_udp_frame, udp_frame
     iface = lab.iface(src)
@@ -289,7 +294,10 @@ def _frame(lab: "Any", src: str, kind: str, to: str | None, port: int) -> "Any":
         return udp_frame(eth_src=iface.mac, eth_dst=peer.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=to,
                          dport=port), iface
     if kind == "arp":
-        return arp_request(eth_src=iface.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=to or peer.ip), iface
+        target = to or peer.ip
+        if not target:
+            raise LabError("send arp frames", f"no address to ask for: {peer.key} has none", "give --to 192.168.0.1")
+        return arp_request(eth_src=iface.mac, ip_src=iface.ip or "0.0.0.0", ip_dst=target), iface
     return ipv6_udp_frame(eth_src=iface.mac, eth_dst=peer.mac), iface
 
 
@@ -408,8 +416,12 @@ def _kernels(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from .l2fwd import bench    # the l2fwd kit's benchmark
+    from .l2fwd import bench  # the l2fwd kit's benchmark
     return bench.main(args.quick, args.json, args.plot, args.suite, args.smoke)
+
+
+def _lab_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--lab", default=None, help="the lab (default: the only one up)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -430,7 +442,6 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="example: python -m lab clean")
     p.add_argument("--force", action="store_true", help="also remove those of running processes and labs that are up")
     p.set_defaults(func=_clean)
-    lab_arg = {"help": "the lab (default: the only one up)", "default": None}
     p = sub.add_parser("up", help="build a lab from a TOML file and leave it running",
                        description="Build the namespaces, veths and forwarder of a lab file, program its maps, "
                                    "and leave it all running for the other commands.",
@@ -439,14 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--name", help="the lab's name (default: the file's name = ...)")
     p.set_defaults(func=_up)
     p = sub.add_parser("down", help="take a lab down", epilog="example: python -m lab down")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_down)
     p = sub.add_parser("status", help="namespaces, links, addresses, XDP and counters of a lab",
                        description="A lab that is up, or (--netns) namespaces the lab did not make, read-only: the "
                                    "XDP programs attached there and their modes, the preflight over their redirect "
                                    "targets, their maps decoded from BTF.",
                        epilog="example: python -m lab status; python -m lab status --netns net1 --iface veth0")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
     p.add_argument("--iface", action="append", metavar="IF", help="only this interface of it (repeat)")
     p.set_defaults(func=_status)
@@ -458,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "there.",
                        epilog="example: python -m lab why --from net1/veth1 --to 192.168.0.1 --count 100; "
                               "python -m lab why --netns net1 --watch 10 --json")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
     p.add_argument("--iface", action="append", metavar="IF", help="with --netns: only this interface (repeat)")
     p.add_argument("--from", dest="src", metavar="NS/IF", help="send frames from this interface of the lab")
@@ -475,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="example: python -m lab dump l2fwd_map --json")
     p.add_argument("map", nargs="?", help="one map (default: all)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_dump)
     p = sub.add_parser("trace", help="the forwarder's bpf_printk lines, live, until Ctrl-C",
                        description="Follow the lab's bpf_printk lines as they appear. Reads the kernel's trace "
@@ -484,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                        epilog="example: python -m lab trace")
     p.add_argument("--count", type=positive, help="stop after this many lines")
     p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_trace)
     p = sub.add_parser("send", help="send frames from an interface of the lab",
                        epilog="example: python -m lab send net1/veth1 --to 192.168.0.1 --count 1000")
@@ -496,7 +507,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--queue", type=queue, help="the transmit queue to send on (its veth peer receives on the same "
                                                "queue in drv mode; a program in skb mode sees rx_queue_index "
                                                "queue-1, 0 for queues 0 and 1); default: where the flow hashes to")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_send)
     p = sub.add_parser("capture", help="show or save what an interface of the lab receives",
                        epilog="example: python -m lab capture net2/veth3 --count 10 --pcap out.pcap")
@@ -504,13 +515,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--count", type=positive, help="stop after this many frames")
     p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
     p.add_argument("--pcap", help="write the frames to this pcap file instead of showing them")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_capture)
     p = sub.add_parser("exec", help="run a command inside a namespace of the lab",
                        epilog="example: python -m lab exec net1 -- ping -c 1 192.168.1.1")
     p.add_argument("ns", help="the namespace's short name, e.g. fwd")
     p.add_argument("cmd", nargs="*", help="-- then the command (everything after -- is the command)")
-    p.add_argument("--lab", **lab_arg)
+    _lab_option(p)
     p.set_defaults(func=_exec)
     p = sub.add_parser("kernels", help="run the scenarios on the host kernel and in VMs on Debian's kernels",
                        description="Boot one virtme-ng VM per kernel over this root file system, run the scenarios "
@@ -561,7 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, terminated)  # unwind (and undo) as Ctrl-C does
     try:
-        return args.func(args)
+        code: int = args.func(args)
+        return code
     except LabError as e:      # one line, but a compiler's or verifier's log, which follows it
         from .errors import CompileError
         print(f"python -m lab {args.command}: {str(e) if isinstance(e, CompileError) else one_line(str(e))}",

@@ -123,7 +123,7 @@ def write_pcap(path: str, frames: "Iterable[tuple[float, bytes]]") -> None:
             f.write(raw)
 
 
-def _with_vlan_tag(raw: bytes, ancillary: list) -> tuple[bytes, bool]:
+def _with_vlan_tag(raw: bytes, ancillary: list[tuple[int, int, bytes]]) -> tuple[bytes, bool]:
     """The frame as it arrived, and whether its tag was put back: the kernel strips the outer
     VLAN tag before taps see a frame and hands it over as PACKET_AUXDATA."""
     for level, kind, data in ancillary:

@@ -50,7 +50,7 @@ def problems(*, bcc: bool) -> list[str]:
                    f"or {SETUP}")
     if bcc:
         try:
-            import bcc  # noqa: F401  (Debian's python3-bpfcc)
+            import bcc as _bcc  # noqa: F401  (Debian's python3-bpfcc)
         except ImportError as e:
             out.append(f"import bcc: {e}; install Debian's python3-bpfcc and use a Python that sees it "
                        f"(never PyPI's 'bcc'), or {SETUP}")

@@ -23,7 +23,7 @@ ETH_GSTRING_LEN = 32
 NOT_COUNTERS = {"peer_ifindex"}   # veth's ethtool -S reports its peer's ifindex among stats
 
 
-def _ifreq(name: str, data: ctypes.Array) -> bytes:
+def _ifreq(name: str, data: "ctypes.Array[ctypes.c_char]") -> bytes:
     return struct.pack("16sP", name.encode(), ctypes.addressof(data))
 
 
@@ -82,7 +82,7 @@ def _value_ioctl(iface: "Interface", cmd: int, data: int = 0) -> int:
     sock = iface.ns.kept_socket(socket.AF_INET, socket.SOCK_DGRAM)
     buf = ctypes.create_string_buffer(struct.pack("II", cmd, data))
     fcntl.ioctl(sock.fileno(), SIOCETHTOOL, _ifreq(iface.name, buf))
-    return struct.unpack_from("II", buf.raw)[1]
+    return int(struct.unpack_from("II", buf.raw)[1])
 
 
 def gro(iface: "Interface") -> bool:

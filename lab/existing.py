@@ -38,7 +38,8 @@ def open_existing(namespaces: list[str], ifaces: list[str] | None = None) -> Lab
                     lab.focus.append(f"{name}/{ifname}")
                 addrs = [a.get("IFA_ADDRESS") for a in ns.ipr.get_addr(index=link["index"], family=2)]
                 lab.interfaces[f"{name}/{ifname}"] = Interface(lab, ns, name, ifname, link["index"],
-                                                               link.get("IFLA_ADDRESS") or "", addrs[0] if addrs else None)
+                                                               link.get("IFLA_ADDRESS") or "",
+                                                               addrs[0] if addrs else None)
         lab.topology = Topology(_veth_pairs(lab), name=lab.topology.name)
         missing = sorted(w for w in wanted if w not in lab.focus and not any(k.endswith("/" + w) for k in lab.focus))
         if missing:

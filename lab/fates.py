@@ -64,7 +64,8 @@ NO_REASON = f"reason {NOT_REPORTED} (before 5.17)"      # kfree_skb's reason, on
 REASON = "kfree_skb reason"                                # its key in Kernel.missing
 RING_LOST = "skb drops' bytes"
 _RANK = {"xdp_redirect": 0, "xdp_redirect_err": 1, "xdp_exception": 2, "xdp_devmap_xmit": 3, "xdp_bulk_tx": 4,
-         "xdp_cpumap_enqueue": 5, "xdp_cpumap_kthread": 6, "kfree_skb": 7, "af_packet": 8}   # the order a frame meets them
+         "xdp_cpumap_enqueue": 5, "xdp_cpumap_kthread": 6, "kfree_skb": 7,
+         "af_packet": 8}                # the order a frame meets them
 
 _KEY = struct.Struct("<IIIIiIIIIIQ")       # struct fate_key
 _VAL = struct.Struct("<QQQ")               # struct fate_val
@@ -116,7 +117,8 @@ class KernelEvents:
             elif name in OLDER and n == OLDER[name][0]:
                 self.program[name] = OLDER[name][1]
             elif n < ARGS.get(name, 3):
-                self.missing[name] = f"{NOT_REPORTED} in the form the lab reads ({n} arguments, not {ARGS.get(name, 3)})"
+                self.missing[name] = (f"{NOT_REPORTED} in the form the lab reads ({n} arguments, "
+                                      f"not {ARGS.get(name, 3)})")
             else:
                 self.program[name] = prog
         self.reason_arg = self.program.get("kfree_skb") == "fate_kfree_skb"
@@ -437,7 +439,7 @@ class Fates:
     lost: dict[str, int] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     kept: dict[tuple[int, int], int] = field(default_factory=dict)   # frames recorded per device so far
-    lab: Any = field(default=None, compare=False, repr=False)        # where to read them again
+    lab: "Lab | None" = field(default=None, compare=False, repr=False)   # where to read them again
     # per Fate, how many times the kernel reported it (tracepoint hits: one per batch where a
     # tracepoint reports a batch, as xdp_cpumap_kthread and xdp_devmap_xmit do)
     events: dict[Fate, int] = field(default_factory=dict, compare=False)
@@ -544,9 +546,9 @@ def read(lab: "Lab", rec: Recorder | None = None) -> Fates:
     dropped = []
     kept = {}
     for dev in names.devices:
-        events = rec.frames.get(dev, [])
-        kept[dev] = len(events)
-        for index, ev in enumerate(events):
+        frame_events = rec.frames.get(dev, [])
+        kept[dev] = len(frame_events)
+        for index, ev in enumerate(frame_events):
             where = names.device(ev.netns, ev.ifindex)
             # the latest send of these bytes before the kernel dropped it
             send = next((s for s in reversed(lab.sends) if s.time <= ev.time and s.matches(ev.data, ev.length)),
@@ -662,7 +664,7 @@ def assert_fates(before: Fates | None, expected: Mapping[str, Mapping[str, int]]
         warnings.warn("fates not checked: the kernel's events are not recorded for this lab", stacklevel=2)
         return None
     from .settle import settled_read
-    lab = before.lab
+    lab = _lab_of(before)
     d = settled_read([lab], lambda: lab.fates() - before, lambda f: not f.mismatches(expected), timeout)
     bad = d.mismatches(expected)
     if bad:
@@ -676,7 +678,15 @@ def fates_when(before: Fates, done: "Callable[[Fates], bool]", timeout: float = 
     kernel handles out of line, a cpumap's kthread say, balance) or the liveness bound passes
     (`timeout`, times the machine's pace); the caller asserts on what it returns."""
     from .settle import settled_read
-    return settled_read([before.lab], lambda: before.lab.fates() - before, done, timeout)
+    lab = _lab_of(before)
+    return settled_read([lab], lambda: lab.fates() - before, done, timeout)
+
+
+def _lab_of(before: Fates) -> "Lab":
+    if before.lab is None:
+        raise FatesError("read the fates again", "these fates were not read from a lab (Fates() made by hand)",
+                         "take them with lab.fates() before the traffic")
+    return before.lab
 
 
 def fates_before(lab: "Lab") -> Fates | None:

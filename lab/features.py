@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import itertools
 import socket
-import subprocess
 import struct
+import subprocess
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 

@@ -224,16 +224,19 @@ def _read_namespace(ns: "Netns", short: str, out: dict[Key, dict[str, str]]) -> 
                  + (f" dev {names.get(oif, oif)}" if oif else "") + f" table {TABLES.get(table, table)}"
                  + (f" metric {_u32(a.get(6))}" if 6 in a else ""))
         out[(short, "route", which)] = {"via": _ip(family, a.get(5)) if 5 in a else "-",
-                                        "proto": PROTOCOLS.get(proto, str(proto)), "scope": SCOPES.get(scope, str(scope)),
+                                        "proto": PROTOCOLS.get(proto, str(proto)),
+                                        "scope": SCOPES.get(scope, str(scope)),
                                         "src": _ip(family, a.get(7)) if 7 in a else "-",
                                         "more": a[9].hex() if 9 in a else "-"}     # RTA_MULTIPATH
     for (family, dlen, slen, tos, table, _r1, _r2, action, flags), a in rtnl.dump(ns, rtnl.RTM_GETRULE, rtnl.RTMSG):
         named = {1, 2, 3, 6, 10, 14, 15, 17, 21}    # FRA_DST, SRC, IIFNAME, PRIORITY, FWMARK, SUPPRESS_PREFIXLEN,
         which = " ".join(filter(None, (                 # TABLE, OIFNAME, PROTOCOL
             RULE_FAMILIES.get(family, str(family)), f"pref {_u32(a.get(6))}",
-            f"from {_ip(family, a.get(2))}/{slen}" if slen else "", f"to {_ip(family, a.get(1))}/{dlen}" if dlen else "",
+            f"from {_ip(family, a.get(2))}/{slen}" if slen else "",
+            f"to {_ip(family, a.get(1))}/{dlen}" if dlen else "",
             f"tos {tos}" if tos else "", f"iif {a[3].rstrip(bytes(1)).decode()}" if 3 in a else "",
-            f"oif {a[17].rstrip(bytes(1)).decode()}" if 17 in a else "", f"fwmark {_u32(a.get(10)):#x}" if 10 in a else "",
+            f"oif {a[17].rstrip(bytes(1)).decode()}" if 17 in a else "",
+            f"fwmark {_u32(a.get(10)):#x}" if 10 in a else "",
             f"lookup {TABLES.get(_u32(a.get(15), table), _u32(a.get(15), table))}",
             f"action {action}" if action != 1 else "", f"flags {flags:#x}" if flags else "",
             f"suppress_prefixlength {_u32(a[14])}" if _u32(a.get(14), 0xffffffff) != 0xffffffff else "",
@@ -295,7 +298,7 @@ def pinned(objects: set[tuple[str, int]]) -> list[str]:
     pin directories."""
     from . import bpfsys
     from .sweep import PIN_BASE
-    found = []
+    found: list[str] = []
     if not objects:
         return found
     for root, dirs, files in os.walk(BPFFS):

@@ -11,8 +11,8 @@ import ctypes
 import ipaddress
 import re
 import struct
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
@@ -90,7 +90,8 @@ class Layout:
 
     @property
     def is_scalar(self) -> bool:
-        return len(self.fields) == 1 and self.fields[0].name == "value" and not self.name.startswith(("struct", "union"))
+        return (len(self.fields) == 1 and self.fields[0].name == "value"
+                and not self.name.startswith(("struct", "union")))
 
     def describe(self) -> str:
         if self.is_scalar:
@@ -110,7 +111,8 @@ class Layout:
             mine = self.fields[i] if i < len(self.fields) else None
             theirs = other.fields[i] if i < len(other.fields) else None
             if mine is None:
-                out.append(f"field {theirs.name} @{theirs.offset} has no counterpart in the map's type")
+                if theirs is not None:
+                    out.append(f"field {theirs.name} @{theirs.offset} has no counterpart in the map's type")
             elif theirs is None:
                 out.append(f"field {mine.name} @{mine.offset} is missing")
             elif (mine.offset, mine.size) != (theirs.offset, theirs.size):
@@ -379,7 +381,8 @@ class MapView:
         if isinstance(value, dict):
             value = value.get("ifindex", next(iter(value.values()), None))
         if _is_iface(value):
-            return value.ns.entered()
+            iface: "Interface" = value
+            return iface.ns.entered()
         index = int.from_bytes(value, "little") if isinstance(value, (bytes, bytearray)) else value
         if self.home is None:
             raise MapError(f"update {self.name} with ifindex {index}", "the map names interfaces, and no program "
@@ -392,7 +395,8 @@ class MapView:
             raise MapError(f"update {self.name} with ifindex {index}",
                            f"no interface of namespace {home.nsname} (where the program runs) has that ifindex",
                            f"give the interface itself (lab.iface('ns/if')); {home.nsname} has "
-                           f"{', '.join(f'{i.name}={i.ifindex}' for i in home.lab.interfaces.values() if i.ns is home.ns)}")
+                           + ", ".join(f"{i.name}={i.ifindex}" for i in home.lab.interfaces.values()
+                                       if i.ns is home.ns))
         return home.ns.entered()
 
     def put(self, key: Any, value: Any) -> None:

@@ -14,13 +14,14 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .errors import NetnsError
 
 if TYPE_CHECKING:
     from pyroute2 import IPRoute
 
+Socket = socket.socket        # (Netns.socket, a method, hides the module inside the class)
 NETNS_RUN_DIR = "/run/netns"          # where `ip netns` looks
 STATE_BASE = "/run/xdplab"            # the lab's own records: owners, labs up, sysfs views
 SANDBOX_ENV = "XDPLAB_SANDBOX"
@@ -51,11 +52,11 @@ def lazy_pyroute2() -> None:
         del package.__dict__["__getattr__"]
         loader.exec_module(package)
         return getattr(package, name)
-    package.__getattr__ = whole  # type: ignore[attr-defined]
+    setattr(package, "__getattr__", whole)
     sys.modules["pyroute2"] = package
 
 
-def iproute_class() -> "type[IPRoute]":
+def iproute_class() -> Any:           # Any: pyroute2's IPRoute class (pyroute2 is untyped)
     """pyroute2's IPRoute without the rest of pyroute2 (lazy_pyroute2)."""
     lazy_pyroute2()
     from pyroute2.iproute.linux import IPRoute
@@ -143,8 +144,8 @@ class Netns:
         self.name, self.path, self.owned = name, path, owned
         self._fd: int | None = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self._ipr: IPRoute | None = None
-        self._rtnl: socket.socket | None = None
-        self._kept: dict[tuple[int, int, int], socket.socket] = {}
+        self._rtnl: Socket | None = None
+        self._kept: dict[tuple[int, int, int], Socket] = {}
         self._seq = 0
         self._sysfs: str | None = None
 
@@ -235,7 +236,8 @@ class Netns:
         self._fd = None
         if not self.owned:
             return
-        if _libc.umount2(self.path.encode(), MNT_DETACH) != 0 and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT):
+        if (_libc.umount2(self.path.encode(), MNT_DETACH) != 0
+                and ctypes.get_errno() not in (errno.EINVAL, errno.ENOENT)):
             err = ctypes.get_errno()
             raise NetnsError(f"delete network namespace {self.name}", os.strerror(err),
                              "see `mount | grep netns`", errno=err)
@@ -271,12 +273,12 @@ class Netns:
         with _thread_in(self.fd, f"enter network namespace {self.name}"):
             yield
 
-    def socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+    def socket(self, family: int, type: int, proto: int = 0) -> Socket:
         """A socket that belongs to this namespace, wherever it is used from."""
         with self.entered():
             return socket.socket(family, type, proto)
 
-    def kept_socket(self, family: int, type: int, proto: int = 0) -> socket.socket:
+    def kept_socket(self, family: int, type: int, proto: int = 0) -> Socket:
         """A socket of this namespace for requests that leave nothing on it (ethtool ioctls,
         generic netlink requests answered at once), opened once and closed with the handle:
         the preflight asks before every send."""
@@ -295,7 +297,7 @@ class Netns:
         return self._ipr
 
     @property
-    def rtnl(self) -> socket.socket:
+    def rtnl(self) -> Socket:
         """A raw rtnetlink socket of this namespace, for lab.rtnl's reads."""
         if self._rtnl is None:
             from . import rtnl

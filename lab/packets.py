@@ -9,7 +9,6 @@ from typing import Any
 
 from .errors import PacketError
 
-
 _layers: Any = None
 
 
@@ -20,11 +19,11 @@ def _scapy() -> Any:
     if _layers is None:
         from types import SimpleNamespace
 
+        from scapy.config import conf
         from scapy.layers.inet import ICMP, IP, TCP, UDP, IPOption
         from scapy.layers.inet6 import IPv6
         from scapy.layers.l2 import ARP, Dot1Q, Ether
         from scapy.packet import Raw
-        from scapy.config import conf
         for layer in (UDP, TCP):        # ports as numbers in summaries, not /etc/services names
             for name in ("sport", "dport"):
                 conf.noenum.add(next(f for f in layer.fields_desc if f.name == name))

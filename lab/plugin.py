@@ -31,25 +31,24 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from . import host, inventory, names, pace, preflight, programs, report, settle, sweep, xdp
-from . import fates
-from .pool import Pool, warn_leak
+from . import fates, host, inventory, names, pace, preflight, programs, report, settle, sweep, xdp
 from .built import FATES, Lab, build
 from .dataplane import Port
 from .errors import LabError
+from .pool import Pool, warn_leak
 from .programs import Program, Use, XdpProgram
 from .topology import Topology
 from .xdp import MODES
 
-_HOST = pytest.StashKey[dict]()
+_HOST = pytest.StashKey[dict[str, Any]]()
 _POOL = pytest.StashKey[Pool]()
-_PHASES = pytest.StashKey[dict]()       # a test's time by phase, ms (XDPLAB_PHASES)
+_PHASES = pytest.StashKey[dict[str, float]]()       # a test's time by phase, ms (XDPLAB_PHASES)
 PHASES_ENV = "XDPLAB_PHASES"            # a file: one JSON line per test, where its time went
 _frames = [0]       # frames sent by finished xdist workers
 _settled = [0, 0]   # checks decided when the kernel was quiet, and by the clock, by finished workers
@@ -193,8 +192,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"xdplab: {sent} frames sent; namespaces left by this run: {len(left)}")
     quiet, clock = _settled[0] + settle.decided["quiet"], _settled[1] + settle.decided["clock"]
     if quiet or clock:
-        terminalreporter.write_line(f"xdplab: waits for the kernel to finish with the frames: {quiet} ended when it was "
-                                    f"quiet, {clock} at their bound (a kernel busy past it)")
+        terminalreporter.write_line(f"xdplab: waits for the kernel to finish with the frames: {quiet} ended when it "
+                                    f"was quiet, {clock} at their bound (a kernel busy past it)")
     pool = terminalreporter.config.stash.get(_POOL, None)
     counts = {k: v + (getattr(pool, k) if pool is not None else 0) for k, v in _labs.items()}
     resets = sorted(_reset_ms + (pool.reset_ms if pool is not None else []))
@@ -227,14 +226,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         programs.close_objects()
         fates.close()
     if not _is_controller(config):
-        config.workeroutput["xdplab_frames"] = Port.total_sent
-        config.workeroutput["xdplab_quiet"] = settle.decided["quiet"]
-        config.workeroutput["xdplab_clock"] = settle.decided["clock"]
+        out: dict[str, Any] = getattr(config, "workeroutput")      # what an xdist worker hands its controller
+        out["xdplab_frames"] = Port.total_sent
+        out["xdplab_quiet"] = settle.decided["quiet"]
+        out["xdplab_clock"] = settle.decided["clock"]
         if pool is not None:
             for k in _labs:
-                config.workeroutput[f"xdplab_labs_{k}"] = getattr(pool, k)
-            config.workeroutput["xdplab_reset_ms"] = pool.reset_ms
-            config.workeroutput["xdplab_no_reuse"] = pool.problem
+                out[f"xdplab_labs_{k}"] = getattr(pool, k)
+            out["xdplab_reset_ms"] = pool.reset_ms
+            out["xdplab_no_reuse"] = pool.problem
         return
     if _HOST not in config.stash:
         return
@@ -440,7 +440,7 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On failure (or with --lab-keep=all), collect the lab's report before teardown: add
     it to the pytest report and write it, with pcaps, under --lab-artifacts."""
     outcome = yield

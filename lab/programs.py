@@ -21,7 +21,7 @@ import errno
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, Self
 
 from . import bpfsys, sweep, xdp
 from .btf import Btf, map_layouts
@@ -30,8 +30,8 @@ from .maps import MapView
 
 if TYPE_CHECKING:
     from .bccload import BccObject
-    from .elf import ElfObject
     from .built import Interface
+    from .elf import ElfObject
 
 PACKAGE_BPF = Path(__file__).resolve().parent.parent / "bpf"
 
@@ -118,7 +118,8 @@ def loaded(program: Program) -> "BccObject | ElfObject":
         if program.kind == "elf":
             from .elf import ElfObject
             _seq[0] += 1
-            _objects[key] = ElfObject(program.source, os.path.join(sweep.pin_dir(), f"{_seq[0]}-" + program.source.name.replace(".", "_")))
+            pins = os.path.join(sweep.pin_dir(), f"{_seq[0]}-" + program.source.name.replace(".", "_"))
+            _objects[key] = ElfObject(program.source, pins)
         else:
             from .bccload import BccObject
             _objects[key] = BccObject(program.source, program.cflags)
@@ -302,7 +303,7 @@ class XdpProgram:
         if errors:
             raise errors[0]
 
-    def __enter__(self) -> "XdpProgram":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from . import fates, trace, xdp
@@ -101,6 +102,7 @@ def fates_text(lab: "Lab") -> str:
         return f"(no fates: {lab.fates_problem})"
     now = lab.fates()
     after = Snapshot.of(lab)
+    moved: Mapping[str, Mapping[str, int]]
     if lab.snapshots and lab.fate_marks:
         f, since = now - lab.fate_marks[0], "since the test's first counter snapshot"
         moved = after - lab.snapshots[0]

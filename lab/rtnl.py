@@ -102,13 +102,21 @@ def change(ns: "Netns", kind: int, body: bytes, flags: int = 0) -> None:
         pass
 
 
-def add_veth(ns: "Netns", a: dict[str, object], b: dict[str, object], peer_ns_fd: int) -> None:
-    """`ip link add A type veth peer B netns ...`: `a` and `b` give name, mac, mtu, rx_queues,
-    tx_queues of each end; the peer is created directly in the namespace of `peer_ns_fd`."""
-    def end(e: dict[str, object]) -> bytes:
-        return (attr(IFLA_IFNAME, str(e["name"]).encode() + b"\0") + mac(IFLA_ADDRESS, str(e["mac"]))
-                + u32(IFLA_MTU, int(e["mtu"])) + u32(IFLA_NUM_TX_QUEUES, int(e["tx_queues"]))
-                + u32(IFLA_NUM_RX_QUEUES, int(e["rx_queues"])))
+class VethEnd(NamedTuple):
+    """One end of a veth pair as add_veth makes it."""
+    name: str
+    mac: str
+    mtu: int = 1500
+    rx_queues: int = 1
+    tx_queues: int = 1
+
+
+def add_veth(ns: "Netns", a: VethEnd, b: VethEnd, peer_ns_fd: int) -> None:
+    """`ip link add A type veth peer B netns ...`; the peer `b` is created directly in the
+    namespace of `peer_ns_fd`."""
+    def end(e: VethEnd) -> bytes:
+        return (attr(IFLA_IFNAME, e.name.encode() + b"\0") + mac(IFLA_ADDRESS, e.mac) + u32(IFLA_MTU, e.mtu)
+                + u32(IFLA_NUM_TX_QUEUES, e.tx_queues) + u32(IFLA_NUM_RX_QUEUES, e.rx_queues))
     peer = IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + end(b) + u32(IFLA_NET_NS_FD, peer_ns_fd)
     body = (IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0) + end(a)
             + nest(IFLA_LINKINFO, attr(IFLA_INFO_KIND, b"veth"), nest(IFLA_INFO_DATA, nest(VETH_INFO_PEER, peer))))
@@ -131,7 +139,8 @@ def link_up(ns: "Netns", ifindex: int) -> None:
 def add_address(ns: "Netns", ifindex: int, ip: str, prefixlen: int) -> None:
     """`ip addr add IP/PREFIXLEN dev IF` (IPv4; no broadcast address, as pyroute2 adds it)."""
     packed = socket.inet_aton(ip)
-    body = IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, 0, ifindex) + attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed)
+    body = (IFADDRMSG.pack(socket.AF_INET, prefixlen, 0, 0, ifindex) + attr(IFA_LOCAL, packed)
+            + attr(IFA_ADDRESS, packed))
     change(ns, RTM_NEWADDR, body, NLM_F_CREATE | NLM_F_EXCL)
 
 

@@ -151,11 +151,11 @@ def load(file: str | Path) -> LabSpec:
             raise _fail(path, where, f"{e.action}: {e.reason}", e.fix) from None
         programs.append(ProgramSpec(program, attach, mode, peers))
     entries = []
-    for i, e in enumerate(_list(path, data, "entry")):
+    for i, entry in enumerate(_list(path, data, "entry")):
         where = f"[[entry]] {i + 1}"
-        _table(path, where, e, ENTRY_KEYS, ENTRY_KEYS)
-        _typed(path, where, "map", e["map"], str)
-        entries.append(Entry(e["map"], e["key"], e["value"]))
+        _table(path, where, entry, ENTRY_KEYS, ENTRY_KEYS)
+        _typed(path, where, "map", entry["map"], str)
+        entries.append(Entry(entry["map"], entry["key"], entry["value"]))
     if entries and not programs:
         raise _fail(path, "entry", "map entries need a [[program]]", "add a [[program]] section")
     return LabSpec(topology, tuple(programs), tuple(entries), base)

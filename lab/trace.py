@@ -10,9 +10,9 @@ two readers never split each other's lines, and a pytest session's report keeps 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 import os
 import zlib
+from collections.abc import Iterator
 
 TRACEFS = "/sys/kernel/tracing"
 _seq = itertools.count(1)

@@ -53,7 +53,8 @@ def read_state(name: str) -> dict[str, Any] | None:
     """The state of lab `name` (None: no such lab). A state that cannot be read is treated as
     one being written by a live owner: never a reason to delete anything."""
     try:
-        return json.loads(state_path(name).read_text())
+        state: dict[str, Any] = json.loads(state_path(name).read_text())
+        return state
     except FileNotFoundError:
         return None
     except (OSError, ValueError):
@@ -65,7 +66,7 @@ def owner_alive(state: dict[str, Any]) -> bool:
     pid, start = state.get("pid"), state.get("start")
     if state.get("phase") == "unreadable":
         return True
-    return bool(pid) and sweep.starttime(int(pid)) == start and not sweep.zombie(int(pid))
+    return pid is not None and bool(pid) and sweep.starttime(int(pid)) == start and not sweep.zombie(int(pid))
 
 
 def _write_state(state: dict[str, Any]) -> None:
@@ -148,10 +149,9 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     from .errors import TopologyError
     from .names import UpNames
     from .peers import set_up_peers
+    from .spec import load
     from .topology import Topology
     from .trace import new_tag
-
-    from .spec import load
     spec: LabSpec = load(file)
     labname = spec.name if name is None else name
     try:
@@ -322,8 +322,8 @@ def programs_of(lab: Lab) -> list[tuple[Interface, xdp.XdpState, bpfsys.ProgInfo
 def maps_of(lab: Lab) -> dict[str, MapView]:
     """The maps of every program attached in the lab, opened again by id and typed from BTF
     (close their fds with close_maps)."""
-    from .programs import open_maps
     from .btf import Btf
+    from .programs import open_maps
     out: dict[str, MapView] = {}
     for _, _, info in programs_of(lab):
         fresh = [i for i in info.map_ids if i not in {m.info.id for m in out.values()}]

@@ -156,17 +156,15 @@ class Parking:
 
     def park(self, fd: int) -> None:
         """Keep the program of `fd` attached here (once per program)."""
-        from . import rtnl
-        from . import bpfsys
+        from . import bpfsys, rtnl
         prog_id = bpfsys.prog_info(fd).id
         if prog_id in self.parked or prog_id in self.refused:
             return
         if not self.free:
             n = len(self.parked) + len(self.refused)
-            ends = [{"name": f"park{n}{side}", "mac": f"02:00:00:ff:{n % 256:02x}:{i:02x}", "mtu": 1500, "rx_queues": 1,
-                     "tx_queues": 1} for i, side in enumerate("ab")]
-            rtnl.add_veth(self.ns, ends[0], ends[1], self.ns.fd)
-            self.free += [rtnl.link_index(self.ns, str(e["name"])) for e in ends]
+            a, b = (rtnl.VethEnd(f"park{n}{side}", f"02:00:00:ff:{n % 256:02x}:{i:02x}") for i, side in enumerate("ab"))
+            rtnl.add_veth(self.ns, a, b, self.ns.fd)
+            self.free += [rtnl.link_index(self.ns, e.name) for e in (a, b)]
         index = self.free.pop()
         try:
             rtnl.set_xdp(self.ns, index, fd, XDP_FLAGS_SKB_MODE | XDP_FLAGS_UPDATE_IF_NOEXIST)

@@ -29,8 +29,7 @@ import pytest
 from lab.afxdp import XskSocket
 from lab.counters import assert_counters, veth_hop
 from lab.fates import assert_fates, fates_before
-from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
-from lab.l2fwd.seed import SEED
+from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
 from lab.topology import Topology, Veth
 
 N = 64

@@ -31,7 +31,7 @@ Before 5.14 (5.10) there is no broadcast, probed from the kernel's symbols
 every frame ends there (`xdp_exception XDP_ABORTED`, drv: `rx_queue_0_xdp_drops`). And
 from 5.8 to 5.14 generic XDP refuses to attach a program whose devmap entries can carry a
 program (8-byte values; probed: dev_map_can_have_prog): the skb rows do not exist there.
-"""
+"""  # noqa: E501 - the table of what the kernel did, a row a line
 from __future__ import annotations
 
 import struct

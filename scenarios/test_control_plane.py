@@ -25,10 +25,10 @@ import json
 
 import pytest
 
-from lab.counters import assert_counters, merge, redirected, veth_hop
-from lab.fates import assert_fates, fates_before, refused_redirect
 from lab import xdp
+from lab.counters import assert_counters, merge, redirected, veth_hop
 from lab.errors import MapError, PreflightError
+from lab.fates import assert_fates, fates_before, refused_redirect
 from lab.features import xdp_features
 from lab.l2fwd.seed import EGRESS, GO_FIXED, GO_SEED, INGRESS, ROUTED, SEED_MAC, go_seed_bytes, seed_frame
 from lab.maps import hexbytes

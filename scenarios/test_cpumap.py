@@ -35,7 +35,7 @@ Before 5.15 (5.10) generic XDP cannot redirect into a cpumap at all (EBADRQC; pr
 cpu_map_generic_redirect), and from 5.8 to 5.14 it refuses to attach a program using a
 cpumap whose entries can carry a program (probed: dev_map_can_have_prog): the skb rows are
 skipped there with that reason.
-"""
+"""  # noqa: E501 - the table of what the kernel did, a row a line
 from __future__ import annotations
 
 import os

@@ -15,7 +15,6 @@ Each test routes 192.168.0.1 to ifindex 3 (fwd/veth2 in the live lab) with desti
 from __future__ import annotations
 
 import pytest
-
 from corpus import NAMED, NEW_MAC, ROUTED, ipv4
 
 EGRESS = 3       # fwd/veth2's ifindex in the seed lab; any devmap key in the unit backend

@@ -1,6 +1,7 @@
 """Differential check: every frame of the decision scenarios, and 300 more from a seeded
 generator (in a slow kernel-matrix guest 300 / its slowdown, at least 60: lab.pace.share),
-run through the unit backend (BPF_PROG_TEST_RUN) and the live lab (skb and drv); any difference in verdict, output bytes or redirect target fails.
+run through the unit backend (BPF_PROG_TEST_RUN) and the live lab (skb and drv); any
+difference in verdict, output bytes or redirect target fails.
 
       net1                      fwd                              net2
     veth1 ──────────── veth0 [l2fwd]         veth2 ──────────── veth3
@@ -13,9 +14,10 @@ The one thing the live lab cannot show is a passed frame the kernel frees before
 from __future__ import annotations
 
 import pytest
-
 from corpus import NAMED, NEW_MAC, ROUTED, random_frames
-from lab.l2fwd.backends import L2fwdLive as LiveBackend, L2fwdUnit as UnitBackend
+
+from lab.l2fwd.backends import L2fwdLive as LiveBackend
+from lab.l2fwd.backends import L2fwdUnit as UnitBackend
 from lab.l2fwd.forwarder import L2fwd
 from lab.l2fwd.repro import l2fwd_on
 from lab.pace import share

@@ -39,11 +39,10 @@ from lab.errors import MapError, PreflightError, XdpError
 from lab.fates import assert_fates, fates_before, refused_redirect
 from lab.features import redirect_readiness, veth_gro_napi, xdp_features
 from lab.l2fwd.forwarder import L2fwd
-from lab.maps import Layout, hexbytes
 from lab.l2fwd.repro import send_and_observe
-from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
+from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
+from lab.maps import Layout, hexbytes
 from lab.peers import PEERS
-from lab.l2fwd.seed import SEED
 from lab.topology import End, Topology, Veth
 from lab.xdp import veth_xdp_max_mtu
 

@@ -126,8 +126,9 @@ def test_arp_is_passed_and_answered(lab, routed, xdp_mode):
 
 
 def _arp_reply(lab):
-    from lab.packets import Mask
     from scapy.layers.l2 import ARP, Ether
+
+    from lab.packets import Mask
     veth0, veth1 = lab.iface("fwd/veth0"), lab.iface("net1/veth1")
     return Mask(Ether(dst=veth1.mac, src=veth0.mac) / ARP(op=2, hwsrc=veth0.mac, psrc="192.168.1.1",
                                                           hwdst=veth1.mac, pdst="192.168.1.2"))

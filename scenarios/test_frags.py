@@ -26,7 +26,7 @@ Kernels before 5.18 (5.10) have no multi-buffer XDP, probed from the BPF helpers
 (no bpf_xdp_get_buff_len): a frags program does not load there, a plain one is refused
 natively as above, and what a program sees of jumbo frames cannot be measured (skipped, with
 the probe's word).
-"""
+"""  # noqa: E501 - the table of what the kernel did, a row a line
 from __future__ import annotations
 
 import errno
@@ -36,9 +36,9 @@ import pytest
 
 from lab.btf import kernel_helper
 from lab.counters import assert_counters, merge, veth_hop
-from lab.features import kernel_symbol
 from lab.errors import CompileError, DataplaneError, XdpError
 from lab.fates import assert_fates, fates_before
+from lab.features import kernel_symbol
 from lab.packets import udp_frame
 from lab.programs import PACKAGE_BPF, Program
 from lab.topology import End, Topology, Veth

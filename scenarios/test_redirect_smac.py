@@ -76,7 +76,8 @@ def test_frames_from_a_known_source_are_redirected_with_the_new_destination(lab,
 def test_frames_from_an_unknown_source_are_passed(lab, smac, xdp_mode):
     h1 = lab.iface("h1/veth1")
     smac.map("tx_port").put(0, lab.iface("dut/veth2"))
-    frame = udp_frame(eth_src=h1.mac, eth_dst=lab.iface("dut/veth0").mac, ip_src=h1.ip, ip_dst="10.1.0.1")   # dut does not forward: no reply
+    # dut does not forward: no reply
+    frame = udp_frame(eth_src=h1.mac, eth_dst=lab.iface("dut/veth0").mac, ip_src=h1.ip, ip_dst="10.1.0.1")
     tap = lab.capture("dut/veth0")
     before = lab.snapshot()
 

@@ -37,7 +37,7 @@ What the kernel did (Linux 6.18; 56-byte frames, 60 with the tag in their bytes)
 - A native redirect turns the frame into an xdp_frame, which has no room for the skb's
   metadata: an offloaded tag is lost on the way, silently (no counter, no drop). A
   generic redirect sends the skb itself and keeps it.
-"""
+"""  # noqa: E501 - the table of what the kernel did, a row a line
 from __future__ import annotations
 
 import struct
@@ -149,7 +149,8 @@ def test_a_native_redirect_drops_an_offloaded_tag(lab, xdp_program, xdp_mode, ta
     out.expect(arrives, count=N)
     assert out.restored_tags == (0 if lost else N)
     visible = len(tagged) - 4 if tag == "offloaded" else len(tagged)
-    counters = merge(veth_hop(xdp_mode, N, N * visible, **({"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {})),
+    redirect = {"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {}
+    counters = merge(veth_hop(xdp_mode, N, N * visible, **redirect),
                      redirected(xdp_mode, N, N * visible, "fwd/veth2", "net2/veth3"))
     assert_counters(before, counters)
     said = {"net2/veth3": {"kfree_skb OTHERHOST": N}}       # net2 drops them: a VLAN it lacks, or veth0's MAC

@@ -29,7 +29,7 @@ through the normal transmit path and needs nothing of the peer.
 Before 5.13 (5.10) GRO does not turn on a veth's NAPI (probed: lab.features.veth_gro_napi),
 so the `gro` row is the `none` row there; 5.10's veths also start with GRO on, which the
 preflight names as useless.
-"""
+"""  # noqa: E501 - the table of what the kernel did, a row a line
 from __future__ import annotations
 
 import re

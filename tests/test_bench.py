@@ -7,7 +7,6 @@ import json
 import pytest
 
 from lab.l2fwd.bench import KEYS, SIZES
-
 from tests import subproc
 
 pytestmark = subproc.SESSIONS

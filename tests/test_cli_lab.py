@@ -10,9 +10,9 @@ import time
 import pytest
 
 from lab import netns, sweep, uplab
-from lab.trace import tagged_lines
-from lab.spec import load
 from lab.l2fwd.seed import SEED
+from lab.spec import load
+from lab.trace import tagged_lines
 from tests import subproc
 
 pytestmark = subproc.SESSIONS
@@ -31,7 +31,8 @@ def test_the_seed_file_is_the_seed_topology():
     spec = load(subproc.ROOT / "topologies" / "seed.toml")
     assert spec.topology == SEED
     [p] = spec.programs
-    assert (p.program.source.name, p.program.function, p.attach, p.mode) == ("l2fwd.c", "xdp_l2fwd", ("fwd/veth0",), "drv")
+    assert (p.program.source.name, p.program.function, p.attach, p.mode) == \
+        ("l2fwd.c", "xdp_l2fwd", ("fwd/veth0",), "drv")
     assert [(e.map, e.key, e.value) for e in spec.entries] == [
         ("txport_map", "fwd/veth2", "fwd/veth2"),
         ("l2fwd_map", "192.168.0.1", {"outif": "fwd/veth2", "dst_mac": "00:00:11:22:33:44"})]
@@ -105,11 +106,14 @@ def test_a_person_brings_up_the_seed_lab_uses_it_and_takes_it_down(tmp_path):
 
 def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
     bad = tmp_path / "bad.toml"
-    bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "this-name-is-too-long" }\nb = { ns = "b", name = "v" }\n')
+    bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "this-name-is-too-long" }\n'
+                   'b = { ns = "b", name = "v" }\n')
     r = lab("up", str(bad))
     assert r.returncode == 1
-    assert "name interface 'this-name-is-too-long' in namespace a: 21 bytes in UTF-8 (21 characters), the kernel allows at most 15 bytes" in r.stderr
-    bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "v0", colour = "red" }\nb = { ns = "b", name = "v" }\n')
+    assert ("name interface 'this-name-is-too-long' in namespace a: 21 bytes in UTF-8 (21 characters), the kernel "
+            "allows at most 15 bytes") in r.stderr
+    bad.write_text('name = "x"\n[[veth]]\na = { ns = "a", name = "v0", colour = "red" }\n'
+                   'b = { ns = "b", name = "v" }\n')
     r = lab("up", str(bad))
     assert f"read lab file {bad} ([[veth]] 1 a): unknown keys ['colour']" in r.stderr
     r = lab("up", str(tmp_path / "missing.toml"))
@@ -125,7 +129,8 @@ def test_bad_lab_files_name_the_place_and_the_fix(tmp_path):
     (["send", "net1/veth1", "--to", "1.1.1.1", "--port", "70000"], "python -m lab send: argument --port: port "
                                                                    "70000 is not between 1 and 65535"),
     (["send", "net1/veth1", "--queue", "64"], "python -m lab send: argument --queue: queue 64 is not between 0 and 63"),
-    (["send", "net1/veth1", "--count", "-1"], "python -m lab send: argument --count: -1 is not a count from 1 to 1,000,000,000"),
+    (["send", "net1/veth1", "--count", "-1"],
+     "python -m lab send: argument --count: -1 is not a count from 1 to 1,000,000,000"),
     (["capture", "net2/veth3", "--timeout", "nan"], "python -m lab capture: argument --timeout: nan is not a "
                                                     "positive number of seconds"),
     (["repro", "generic-redirect", "--frames", "x"], "python -m lab repro: argument --frames: count 'x' is not a "

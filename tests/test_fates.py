@@ -13,10 +13,10 @@ import pytest
 
 from lab import fates, report
 from lab.built import build
-from lab.once import OnePerProcess
 from lab.fates import FatesError, Recorder, assert_fates, fates_before
 from lab.l2fwd.repro import l2fwd_on
 from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
+from lab.once import OnePerProcess
 from tests.subproc import ROOT, child_env
 from tests.test_dataplane import PAIR, frame, lab_topology  # noqa: F401 - the pair, its frame and its fixture
 
@@ -138,7 +138,8 @@ def test_what_a_kernel_does_not_report_is_said_not_guessed(monkeypatch, lab):
 
 def test_without_fates_the_lab_runs_on_counters_and_says_why(monkeypatch):
     def unavailable():
-        raise FatesError("read the kernel's BTF", "No such file or directory", "the kernel needs CONFIG_DEBUG_INFO_BTF=y")
+        raise FatesError("read the kernel's BTF", "No such file or directory",
+                         "the kernel needs CONFIG_DEBUG_INFO_BTF=y")
     monkeypatch.setattr(fates, "_recorder", OnePerProcess(unavailable, FatesError))
     with build(PAIR) as lab:
         assert lab.fates_problem == ("read the kernel's BTF: No such file or directory; the kernel needs "

@@ -7,19 +7,18 @@ import subprocess
 
 import pytest
 
-from lab import bccload
-from lab.l2fwd import forwarder as fw
-from lab import netns, xdp
+from lab import bccload, netns, xdp
+from lab.built import build
 from lab.counters import sysfs_stats
 from lab.errors import MapError, NetnsError, TopologyError, XdpError
+from lab.l2fwd import forwarder as fw
 from lab.l2fwd.forwarder import L2fwd
-from lab.peers import XDP_PASS
-from lab.programs import Program, Use, XdpProgram
+from lab.l2fwd.seed import SEED
 from lab.maps import Layout
 from lab.names import NameFactory
-from lab.built import build
+from lab.peers import XDP_PASS
+from lab.programs import Program, Use, XdpProgram
 from lab.topology import End
-from lab.l2fwd.seed import SEED
 
 
 def ip_json(*args: str) -> list:

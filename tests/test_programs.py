@@ -107,7 +107,8 @@ def test_a_lab_file_with_any_program_comes_up_dumps_and_goes_down_twice():
             r = subproc.run("-m", "lab", "send", "h1/veth1", "--to", "10.1.0.1", "--count", "5", "--lab", name)
             assert r.returncode == 0, r.stderr
             r = subproc.run("-m", "lab", "status", "--lab", name)
-            assert "program xdp_redirect_sm (id " in r.stdout and "on dut/veth0 in drv mode" in r.stdout, r.stdout  # the kernel keeps 15 characters of a name
+            # the kernel keeps 15 characters of a name
+            assert "program xdp_redirect_sm (id " in r.stdout and "on dut/veth0 in drv mode" in r.stdout, r.stdout
             assert any("tx_port" in files for _, _, files in os.walk(f"{sweep.pin_root()}/up-{name}")), \
                 "tx_port is pinned while up"
         finally:
@@ -156,7 +157,8 @@ def test_emptying_maps_leaves_every_entry_of_every_kind_empty(monkeypatch, batch
         m = p.maps
         k = (63).to_bytes(4, "little")
         bpfsys.update(m["qidconf_map"].fd, k, (7).to_bytes(4, "little"))
-        bpfsys.update(m["verdict_cnt"].fd, (5).to_bytes(4, "little"), (9).to_bytes(8, "little") * m["verdict_cnt"].ncpus)
+        bpfsys.update(m["verdict_cnt"].fd, (5).to_bytes(4, "little"),
+                      (9).to_bytes(8, "little") * m["verdict_cnt"].ncpus)
         bpfsys.update(m["l2fwd_map"].fd, bytes([192, 168, 0, 1]), bytes(12))
         p.use.clear_maps()
         assert bpfsys.lookup(m["qidconf_map"].fd, k, 4) == bytes(4)

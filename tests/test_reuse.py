@@ -19,7 +19,6 @@ from lab import bpfsys, ethtool, inventory
 from lab.pool import Pool
 from lab.programs import PACKAGE_BPF, XdpProgram
 from lab.topology import End, Topology, Veth
-
 from tests import subproc
 
 PAIR = Topology((Veth(End("a", "v0", ip="10.7.0.1/24"), End("b", "v1", ip="10.7.0.2/24")),), name="reuse-pair")
@@ -194,7 +193,8 @@ def test_differences_are_said_field_by_field():
     before = inventory.Inventory({("fwd", "link", "veth0"): {"mtu": "1500", "xdp": "none"}},
                                  {"fwd": {"net.ipv4.ip_forward": 1}})
     now = inventory.Inventory({("fwd", "link", "veth0"): {"mtu": "9000", "xdp": "none"},
-                               ("fwd", "route", "unicast 10.9.0.0/24 dev veth0 table main"): {"via": "-", "proto": "boot"}},
+                               ("fwd", "route", "unicast 10.9.0.0/24 dev veth0 table main"): {"via": "-",
+                                                                                             "proto": "boot"}},
                               {"fwd": {"net.ipv4.ip_forward": 3}}, frozenset({"/sys/fs/bpf/m"}))
     assert inventory.differences(None, before, now) == [
         "fwd: link veth0: mtu 1500 -> 9000",

@@ -209,6 +209,6 @@ def test_a_raw_build_makes_what_pyroute2_reads():
             assert [(n.get("NDA_DST"), n.get("NDA_LLADDR"), n["state"]) for n in i.ns.ipr.get_neighbours(
                 ifindex=i.ifindex)] == [(peer.ip, peer.mac, 0x80)]
         with pytest.raises(rtnl.RtnlError) as e:
-            rtnl.add_veth(lab.ns("a"), *({"name": n, "mac": "02:00:00:00:00:01", "mtu": 1500, "rx_queues": 1,
-                                          "tx_queues": 1} for n in ("v0", "v9")), peer_ns_fd=lab.ns("b").fd)
+            rtnl.add_veth(lab.ns("a"), rtnl.VethEnd("v0", "02:00:00:00:00:01"), rtnl.VethEnd("v9", "02:00:00:00:00:01"),
+                          lab.ns("b").fd)
         assert e.value.errno == 17

@@ -57,7 +57,8 @@ def start(run: str, ready: Path, *args: str) -> subprocess.Popen:
 
 
 def _start(run: str, ready: Path, *args: str) -> subprocess.Popen:
-    return subproc.popen("-m", "pytest", "-q", HANGS, "--lab-forwarders=elf", *args, env=subproc.child_env(XDPLAB_RUN=run,
+    return subproc.popen("-m", "pytest", "-q", HANGS, "--lab-forwarders=elf", *args,
+                         env=subproc.child_env(XDPLAB_RUN=run,
                                                                                  XDPLAB_READY=str(ready)))
 
 

@@ -9,10 +9,10 @@ import pytest
 from lab.counters import Delta
 from lab.errors import LabError, MapError, PacketError, TopologyError
 from lab.l2fwd.forwarder import FWD, L2fwd
+from lab.l2fwd.seed import SEED
 from lab.maps import Layout, hexbytes
 from lab.names import NameFactory, check_ifname
 from lab.packets import Mask, rewrite, udp_bytes, udp_frame
-from lab.l2fwd.seed import SEED
 from lab.topology import End, Topology, Veth, check_ipv4, check_mac, end
 
 GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
@@ -275,8 +275,10 @@ def test_the_kernel_matrix_names_the_probe_behind_each_skip(tmp_path):
     (tmp_path / "junit.xml").write_text(
         '<testsuites><testsuite>'
         '<testcase classname="scenarios.test_frags" name="test_a[skb]"/>'
-        f'<testcase classname="scenarios.test_frags" name="test_b[drv]"><skipped message="Skipped: {reason}"/></testcase>'
-        f'<testcase classname="scenarios.test_frags" name="test_b[skb]"><skipped message="Skipped: {reason}"/></testcase>'
+        f'<testcase classname="scenarios.test_frags" name="test_b[drv]"><skipped message="Skipped: {reason}"/>'
+        '</testcase>'
+        f'<testcase classname="scenarios.test_frags" name="test_b[skb]"><skipped message="Skipped: {reason}"/>'
+        '</testcase>'
         '<testcase classname="scenarios.test_vlan" name="test_c"><failure message="boom"/></testcase>'
         '</testsuite></testsuites>')
     res = kernels._results("5.10.0-46-amd64", tmp_path, 1570.0, boot_rc=0)
@@ -296,7 +298,8 @@ def test_a_vm_that_hangs_is_killed_and_the_matrix_says_where_it_was(tmp_path, mo
     out, boots, pidfile = tmp_path / "out", tmp_path / "boots", tmp_path / "pid"
     monkeypatch.setattr(kernels, "GRACE_S", 0.5)
     monkeypatch.setattr(kernels, "BOOT_S", 1.5)
-    hung_boot = f"echo boot >> {boots}; sleep 60 & echo $! > {pidfile}; echo 'Linux version 6.1.0'; echo 'init: ok'; wait"
+    hung_boot = (f"echo boot >> {boots}; sleep 60 & echo $! > {pidfile}; echo 'Linux version 6.1.0'; "
+                 "echo 'init: ok'; wait")
     monkeypatch.setattr(kernels, "vm_command", lambda *a: ["sh", "-c", hung_boot])
     t = time.monotonic()
     res = kernels.run_vm("6.1.0-56-amd64", "/boot/vmlinuz", [], out, kvm=False, budget=30)
@@ -401,6 +404,7 @@ def test_lab_close_runs_steps_in_reverse_and_together_steps_at_once():
     (each waits on a barrier that only opens when all of them are inside), a plain step
     between them splits the group, and failures are collected and raised at the end."""
     import threading
+
     from lab.built import Lab
     lab = Lab(topology=Topology(veths=()))
     order: list[str] = []

@@ -158,7 +158,8 @@ def test_why_on_a_lab_that_is_up_follows_each_frame(tmp_path):
     (["--netns", "no-such-ns"], "python -m lab why: open network namespace no-such-ns: no such namespace; use one of"),
     (["--netns", "x", "--from", "net1/veth1"], "python -m lab why: send frames into existing namespaces: `why "
                                                "--netns` only watches"),
-    (["--count", "0", "--from", "net1/veth1"], "python -m lab why: argument --count: 0 is not a count from 1 to 1,000,000,000"),
+    (["--count", "0", "--from", "net1/veth1"],
+     "python -m lab why: argument --count: 0 is not a count from 1 to 1,000,000,000"),
     (["--iface", "veth0"], "python -m lab why: watch interfaces: --iface needs --netns"),
 ])
 def test_why_refuses_bad_input_with_a_fix(args, message):

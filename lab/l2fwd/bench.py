@@ -22,12 +22,12 @@ from typing import Any
 
 from .. import bpfsys, ethtool, fates, xdp
 from ..bccload import BccObject
-from ..plugin import PHASES_ENV
-from ..pool import Pool
 from ..built import Lab, build
 from ..counters import read
 from ..dataplane import Capture, Port
 from ..packets import udp_frame
+from ..plugin import PHASES_ENV
+from ..pool import Pool
 from ..programs import PACKAGE_BPF, Program, XdpProgram, program_fd
 from ..topology import End, Topology, Veth
 from ..xdp import Attachment
@@ -469,11 +469,13 @@ def table(r: dict[str, Any]) -> str:
     if "make_test_s" in r:
         rows.append(f"{'make_test_s':<20} {r['make_test_s']:>14,.1f}")
     rows.append("")
-    rows.append("a scenario's median ms by phase: " + ", ".join(f"{k} {v:g}" for k, v in r["scenario_phases_ms"].items()))
+    rows.append("a scenario's median ms by phase: "
+                + ", ".join(f"{k} {v:g}" for k, v in r["scenario_phases_ms"].items()))
     rows.append("")
     rows += [f"{'met ' if ok else 'MISSED'}  {t}" for t, ok in r["targets"].items()]
     m = r["machine"]
-    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {'smoke' if m.get('smoke') else 'quick' if m['quick'] else 'full'} run, {m['date']}, "
+    kind = "smoke" if m.get("smoke") else "quick" if m["quick"] else "full"
+    rows.append(f"\n{m['cores']} cores, kernel {m['kernel']}, {kind} run, {m['date']}, "
                 f"suite {' '.join(m.get('suite', ['scenarios/']))}")
     return "\n".join(rows)
 

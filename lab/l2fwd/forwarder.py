@@ -108,7 +108,8 @@ class L2fwd(XdpProgram):
         for k, v in m.items():
             if v is not None:
                 d = FWD.unpack(v)
-                out[str(ipaddress.IPv4Address(k))] = {"outif": d["outif"], "dst_mac": ":".join(f"{b:02x}" for b in d["dst_mac"])}
+                out[str(ipaddress.IPv4Address(k))] = {"outif": d["outif"],
+                                                      "dst_mac": ":".join(f"{b:02x}" for b in d["dst_mac"])}
         return out
 
     # txport_map: ifindex -> ifindex (devmap)

@@ -10,16 +10,16 @@ import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from ..pace import Bound
 from ..built import Lab
 from ..counters import Delta
 from ..fates import Fates, FatesError
+from ..pace import Bound
 from ..peers import attached
 from ..programs import Program
 from .forwarder import L2FWD, L2fwd
-from .seed import EGRESS, INGRESS, RECEIVER, SEED, SENDER, go_seed_bytes, seed_frame
-from .seed import ROUTED, SEED_MAC  # noqa: F401 - re-exported for the repro's users
+from .seed import EGRESS, INGRESS, RECEIVER, ROUTED, SEED, SEED_MAC, SENDER, go_seed_bytes, seed_frame  # noqa: F401 - re-exported for the repro's users
 
 
 @contextlib.contextmanager
@@ -44,7 +44,7 @@ class Observation:
     notes: list[str] = field(default_factory=list)
 
 
-def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: object = None) -> Observation:
+def send_and_observe(lab: Lab, l2fwd: L2fwd, frames: int, *, frame: Any = None) -> Observation:   # Any: scapy or bytes
     """Send `frames` copies of the seed frame from net1, then collect what arrived on
     net2/veth3, the verdicts and the counter deltas of every interface."""
     frame = frame if frame is not None else seed_frame(lab)

@@ -7,9 +7,14 @@ the Go control plane's struct layouts (the one that broke the MAC rewrite, and t
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from ..maps import Layout
 from ..packets import udp_frame
 from ..topology import End, Topology, Veth
+
+if TYPE_CHECKING:
+    from ..built import Lab
 
 SEED = Topology(
     name="seed",
@@ -39,7 +44,7 @@ def go_seed_bytes(outif: int, mac: str = SEED_MAC) -> bytes:
     return GO_SEED.pack(Outif=outif, DstMac=bytes.fromhex(mac.replace(":", "")))[:12]
 
 
-def seed_frame(lab: object, ip_dst: str = ROUTED) -> object:
+def seed_frame(lab: "Lab", ip_dst: str = ROUTED) -> Any:      # Any: a scapy packet (scapy is untyped)
     """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`."""
-    iface = getattr(lab, "iface")
-    return udp_frame(eth_src=iface(SENDER).mac, eth_dst=iface(INGRESS).mac, ip_src="192.168.1.2", ip_dst=ip_dst)
+    return udp_frame(eth_src=lab.iface(SENDER).mac, eth_dst=lab.iface(INGRESS).mac, ip_src="192.168.1.2",
+                     ip_dst=ip_dst)
