@@ -49,7 +49,7 @@ test: check               ## everything: types and lint, tests of lab/ itself an
 
 check: setup              ## mypy --strict on lab/ (pyproject's [tool.mypy]) and ruff on all the Python
 	$(PY) -m mypy
-	$(PY) -m ruff check --quiet lab scenarios tests conftest.py
+	$(PY) -m ruff check --quiet lab scenarios tests conftest.py setup.py
 
 kernels: setup            ## the scenarios on the host kernel and in VMs on Debian's 5.10, 6.1 and 6.12
 	@scripts/bootstrap-kernels.sh 5.10 6.1 6.12

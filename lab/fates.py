@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import bpfsys
+from . import BPF_DIR, bpfsys
 from .btf import FUNC_PROTO, TYPEDEF, enum_members, type_words
 from .errors import LabError
 from .once import OnePerProcess
@@ -40,7 +40,7 @@ from .once import OnePerProcess
 if TYPE_CHECKING:
     from .built import Interface, Lab
 
-OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "fates.bpf.o"
+OBJECT = BPF_DIR / "fates.bpf.o"
 RING_BYTES = 1 << 22
 FRAME_BYTES = 128
 

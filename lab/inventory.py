@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import bpfsys, rtnl
+from . import BPF_DIR, bpfsys, rtnl
 from .errors import LabError
 from .once import OnePerProcess
 from .xdp import ATTACHED_MODES
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from .built import Lab
     from .netns import Netns
 
-OBJECT = Path(__file__).resolve().parent.parent / "bpf" / "sysctl_writes.bpf.o"
+OBJECT = BPF_DIR / "sysctl_writes.bpf.o"
 BPFFS = "/sys/fs/bpf"
 _WRITE_KEY = struct.Struct("<I128s")        # struct write_key in bpf/sysctl_writes.bpf.c
 FLAGS = {0x1: "up", 0x80: "noarp", 0x100: "promisc", 0x200: "allmulti", 0x1000: "multicast", 0x4: "debug"}

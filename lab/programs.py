@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self
 
-from . import bpfsys, sweep, xdp
+from . import BPF_DIR, bpfsys, sweep, xdp
 from .btf import Btf, map_layouts
 from .errors import CompileError, LabError, MapError, XdpError
 from .maps import MapView
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from .built import Interface
     from .elf import ElfObject
 
-PACKAGE_BPF = Path(__file__).resolve().parent.parent / "bpf"
+PACKAGE_BPF = BPF_DIR        # the lab's own programs (lab.BPF_DIR: a checkout's bpf/, or the package data)
 
 
 @dataclass(frozen=True)
