@@ -13,6 +13,14 @@ CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
 SETUP = "run `make setup` as root (scripts/bootstrap.sh installs and mounts what is missing)"
 
 
+NEEDS_ROOT = "needs root and CAP_NET_ADMIN: run as root or use the Vagrantfile"   # a root test's skip reason
+
+
+def lacks_root() -> bool:
+    """Not root, or root without CAP_NET_ADMIN or CAP_SYS_ADMIN (a container run unprivileged)."""
+    return os.geteuid() != 0 or any(not _cap_eff() >> bit & 1 for bit in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
+
+
 class EnvironmentError_(LabError):
     """The machine lacks something the lab needs."""
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from . import fates, host, inventory, names, pace, preflight, programs, report, settle, sweep, xdp
+from . import environment, fates, host, inventory, names, pace, preflight, programs, report, settle, sweep, xdp
 from .built import FATES, Lab, build
 from .dataplane import Port
 from .errors import LabError
@@ -91,9 +91,18 @@ def pytest_configure(config: pytest.Config) -> None:
                  "expect_drops: the test is about vanishing frames; the preflight check is off",
                  "lab_fates(level): record the kernel's frame events at this level (on, paths, off)",
                  "lab_fresh: the test changes its lab on purpose (topology, sysctls...): it gets a lab of its own, "
-                 "removed after it, never one kept from another test"):
+                 "removed after it, never one kept from another test",
+                 "root: the test needs root and CAP_NET_ADMIN, and is skipped, saying so, without them (every test "
+                 "that uses the lab fixture has it)"):
         config.addinivalue_line("markers", line)
     config.stash[_POOL] = Pool()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A root test is skipped, with the reason, where the process is not root."""
+    if item.get_closest_marker("root") is not None and environment.lacks_root():
+        pytest.skip(environment.NEEDS_ROOT)
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -108,7 +117,11 @@ def pytest_report_header(config: pytest.Config) -> str | None:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests of one module that build the same lab in the same mode run one after another
     (a kept lab serves them all). pytest-timeout's per-test bound follows the machine's pace
-    (lab/pace.py): a slow guest must not fail a scenario that would pass given the time."""
+    (lab/pace.py): a slow guest must not fail a scenario that would pass given the time.
+    A test that uses the `lab` fixture (directly or through another fixture) is a root test."""
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.root)
     _group_by_lab(items)
     factor = pace.slowdown()
     if factor <= 1:

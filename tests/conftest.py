@@ -23,8 +23,14 @@ LONGEST = ("test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones", "test_
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The longest tests (whole scenario suites and the bench, in child sessions) start first:
-    a worker that picks one up at the end keeps the others waiting."""
+    """Two layers: tests/unit/ runs as any user with no kernel object; every other test here
+    is a root test (skipped, with the reason, without root: lab.plugin). The longest tests
+    (whole scenario suites and the bench, in child sessions) start first: a worker that picks
+    one up at the end keeps the others waiting."""
+    unit = os.path.join(os.path.dirname(__file__), "unit") + os.sep
+    for item in items:
+        if not str(item.fspath).startswith(unit):
+            item.add_marker(pytest.mark.root)
     items.sort(key=lambda item: item.name not in LONGEST)
 
 

@@ -37,3 +37,28 @@ def popen(*args: str, env: dict[str, str]) -> subprocess.Popen:
     starts inherits that, and a Python started so never raises KeyboardInterrupt."""
     return subprocess.Popen(["env", "--default-signal=INT", sys.executable, *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def lab_command(*args: str, timeout: float = 120, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m lab <args>` as a user types it, in the repository."""
+    return run("-m", "lab", *args, timeout=timeout, env=env)
+
+
+def run_cli(*argv: str) -> tuple[int, str]:
+    """`python -m lab <argv>` in this process (fast enough to fuzz): exit code and stderr."""
+    import contextlib
+    import io
+
+    from lab import cli
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = cli.main(list(argv))
+        except SystemExit as e:
+            rc = int(e.code or 0)
+    return rc, err.getvalue()
+
+
+# how many examples the fuzz tests draw (scripts/soak.sh fuzz: thousands)
+FUZZ_EXAMPLES = int(os.environ.get("XDPLAB_INPUT_FUZZ_EXAMPLES", "30"))
+GOOD_VETH = '[[veth]]\na = { ns = "a", name = "v0" }\nb = { ns = "b", name = "v1" }\n'   # a lab file's one pair

@@ -168,7 +168,7 @@ def test_a_new_session_sweeps_what_a_killed_one_left(tmp_path):
     p.communicate(timeout=30)
     assert labs_and_parking(run) == (sorted(made), [f"xdplab-{run}-main-xdp-parking"])
     assert {x.netns for x in sweep.leftovers() if not x.alive} >= set(ours(run))
-    r = subproc.run("-m", "pytest", "-q", "tests/test_units.py::test_seed_value_decodes_for_people")
+    r = subproc.run("-m", "pytest", "-q", "tests/unit/test_units.py::test_seed_value_decodes_for_people")
     assert r.returncode == 0, r.stdout
     assert "namespace(s) left by dead lab processes" in r.stdout and made[0] in r.stdout, r.stdout
     assert ours(run) == []
