@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import bpfsys
 from .errors import LabError
 from .packets import udp_frame
 from .programs import XdpProgram
+
+if TYPE_CHECKING:
+    from .built import Lab
 
 ACTIONS = ("aborted", "drop", "pass", "tx", "redirect")     # XDP action numbers 0..4
 
@@ -64,7 +67,7 @@ class UnitBackend:
     def __init__(self, fwd: XdpProgram) -> None:
         self.fwd = fwd
 
-    def run(self, frame: Any) -> Outcome:
+    def run(self, frame: Any) -> Outcome:      # Any: bytes or a scapy packet (scapy is untyped)
         _reset_redirect_target(self.fwd)
         retval, out = bpfsys.test_run(self.fwd.fd, bytes(frame))
         verdict = ACTIONS[retval] if retval < len(ACTIONS) else f"action {retval}"
@@ -78,7 +81,7 @@ class LiveBackend:
     A marker frame addressed to the attached interface's own IPv4 address follows each
     frame: the program must pass it (as l2fwd does with frames for its own host)."""
 
-    def __init__(self, lab: Any, fwd: XdpProgram, mode: str) -> None:
+    def __init__(self, lab: "Lab", fwd: XdpProgram, mode: str) -> None:
         self.lab, self.fwd, self.mode = lab, fwd, mode
         self.name = f"live-{mode}"
         ingress = fwd.attachments[0].iface
@@ -100,7 +103,7 @@ class LiveBackend:
             return dict(counted())
         return {"runs": self.fwd.run_stats()[0]}
 
-    def run(self, frame: Any) -> Outcome:
+    def run(self, frame: Any) -> Outcome:      # Any: bytes or a scapy packet (scapy is untyped)
         """Send `frame`, then a marker that the forwarder passes: frames leave each queue in
         order, so once the marker is on the tap, `frame` has been decided and delivered."""
         raw = bytes(frame)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from . import bpfsys
+from .errors import BtfError
 from .maps import Field, Layout
 
 T = TypeVar("T")
@@ -38,9 +39,13 @@ class Btf:
     """The types of one BTF object, by id (id 0 is void)."""
 
     def __init__(self, blob: bytes) -> None:
+        if len(blob) < 24:
+            raise BtfError("read BTF", f"{len(blob)} bytes: shorter than a BTF header (24)",
+                           "give the .BTF section of a BPF object, or a kernel's /sys/kernel/btf/vmlinux")
         magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from("<HBBIIIII", blob)
         if magic != 0xEB9F:
-            raise ValueError(f"not BTF: magic {magic:#x}")
+            raise BtfError("read BTF", f"magic {magic:#x}, not 0xeb9f",
+                           "give the .BTF section of a BPF object, or a kernel's /sys/kernel/btf/vmlinux")
         types = blob[hdr_len + type_off:hdr_len + type_off + type_len]
         self.strings = blob[hdr_len + str_off:hdr_len + str_off + str_len]
         self.types: dict[int, BtfType] = {}

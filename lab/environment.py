@@ -7,7 +7,7 @@ import functools
 import os
 import platform
 
-from .errors import LabError
+from .errors import EnvironmentError_
 
 CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF = 12, 21, 39
 SETUP = "run `make setup` as root (scripts/bootstrap.sh installs and mounts what is missing)"
@@ -19,10 +19,6 @@ NEEDS_ROOT = "needs root and CAP_NET_ADMIN: run as root or use the Vagrantfile" 
 def lacks_root() -> bool:
     """Not root, or root without CAP_NET_ADMIN or CAP_SYS_ADMIN (a container run unprivileged)."""
     return os.geteuid() != 0 or any(not _cap_eff() >> bit & 1 for bit in (CAP_NET_ADMIN, CAP_SYS_ADMIN))
-
-
-class EnvironmentError_(LabError):
-    """The machine lacks something the lab needs."""
 
 
 def _mounted(path: str, fstype: str) -> bool:

@@ -55,3 +55,11 @@ class PacketError(LabError):
 
 class DataplaneError(LabError):
     """A frame could not be sent or captured."""
+
+
+class EnvironmentError_(LabError):
+    """The machine lacks something the lab needs (lab.environment says what and the fix)."""
+
+
+class BtfError(LabError):
+    """Bytes that should be BTF type information are not."""

@@ -17,6 +17,7 @@ from .programs import PACKAGE_BPF, Program, XdpProgram
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
+    from .xdp import Attachment
 
 PEERS = ("none", "pass", "gro")
 XDP_PASS = Program(PACKAGE_BPF / "xdp_pass.bpf.o", "xdp_pass")
@@ -76,11 +77,31 @@ def peers_ready(lab: "Lab", at: "Interface", how: str) -> Iterator[None]:
         undo()
 
 
+def attach_with_peers(lab: "Lab", program: XdpProgram, where: "Interface", mode: str,
+                      peers: str | None = None) -> "tuple[Attachment, Callable[[], None]]":
+    """`program` attached to `where` in `mode`, the redirect targets' peers set up first as
+    `peers` (default: default_peer(mode)): the attachment, and the undo (detach, then the
+    peers). The one way the lab attaches a program with its peers: the fixtures and `attached`
+    undo it at the end of a test, `lab up` only if it fails."""
+    undo_peers = set_up_peers(lab, where, peers or default_peer(mode))
+    try:
+        attachment = program.attach(where, mode)
+    except BaseException:
+        undo_peers()
+        raise
+
+    def undo() -> None:
+        attachment.close()
+        undo_peers()
+    return attachment, undo
+
+
 @contextlib.contextmanager
 def attached(lab: "Lab", program: XdpProgram, at: str, mode: str, peers: str | None = None) -> Iterator[XdpProgram]:
     """`program` attached to interface `at` in `mode`, the redirect targets' peers set up as
     `peers` (default: default_peer(mode)); detached and undone at the end of the block."""
-    where = lab.iface(at)
-    with peers_ready(lab, where, peers or default_peer(mode)):
-        program.attach(where, mode)
+    _, undo = attach_with_peers(lab, program, lab.iface(at), mode, peers)
+    try:
         yield program
+    finally:
+        undo()

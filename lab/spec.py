@@ -5,7 +5,8 @@ entries. `topologies/seed.toml` is the seed notes' lab; a scenario can load one 
     [[veth]]      a = { ns = "fwd", name = "veth0", mac = "...", ip = "10.0.0.1/24", mtu = 1500, queues = 2 },
                   b = {...}  (queues: rx and tx queues at once; or rx_queues, tx_queues)
     [[program]]   program = "PATH[:FUNCTION]" (from the file's folder), attach = "ns/if" (or a list),
-                  mode = "skb" | "drv", peers = "none" | "pass" | "gro", cflags = [...] (bcc only)
+                  mode = "skb" | "drv", peers = "none" | "pass" | "gro" (default: lab.peers.default_peer,
+                  "pass" in drv mode), cflags = [...] (bcc only)
     [[entry]]     map = "name", key = ..., value = ...: ints, "ns/if" (that interface's ifindex,
                   written from its namespace), IPv4 and MAC strings, tables by field name
 """
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LabError, TopologyError
-from .peers import PEERS
+from .peers import PEERS, default_peer
 from .programs import Program
 from .topology import End, Topology, Veth
 from .xdp import MODES
@@ -139,10 +140,11 @@ def load(file: str | Path) -> LabSpec:
                 topology.end(key)
             except LabError as e:
                 raise _fail(path, where, e.reason, e.fix) from None
-        mode, peers = p.get("mode", "skb"), p.get("peers", "none")
-        if mode not in MODES or peers not in PEERS:
+        mode, peers = p.get("mode", "skb"), p.get("peers")
+        if mode not in MODES or (peers is not None and peers not in PEERS):
             raise _fail(path, where, f"mode {mode!r}, peers {peers!r}",
                         f"mode is {' or '.join(MODES)}; peers is {', '.join(PEERS)}")
+        peers = peers or default_peer(mode)
         try:
             program = Program.parse(p["program"], base=base)
             if p.get("cflags"):

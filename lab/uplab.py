@@ -148,7 +148,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     from .built import build
     from .errors import TopologyError
     from .names import UpNames
-    from .peers import set_up_peers
+    from .peers import attach_with_peers
     from .spec import load
     from .topology import Topology
     from .trace import new_tag
@@ -188,10 +188,9 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
                                            made[0].program.object_key == p.program.object_key else None)
                 made.append(prog)
                 for key in p.attach:
-                    where = lab.iface(key)
-                    undo.append(set_up_peers(lab, where, p.peers))
                     _say(progress, f"attaching to {key} in {p.mode} mode")
-                    att = prog.attach(where, p.mode)
+                    att, undone = attach_with_peers(lab, prog, lab.iface(key), p.mode, p.peers)
+                    undo.append(undone)
                     killpoints.reached("up attached")
                     state["programs"].append({"program": str(p.program), "attach": key, "mode": p.mode,
                                               "peers": p.peers, "prog_id": att.prog_id})

@@ -21,28 +21,13 @@ from __future__ import annotations
 
 import socket
 
-import pytest
-
 from lab.counters import assert_counters, veth_hop
 from lab.fates import assert_fates, fates_before
-from lab.packets import arp_request, ipv6_udp_frame, rewrite, udp_frame
+from lab.l2fwd.forwarder import assert_verdicts
+from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
+from lab.packets import arp_request, ipv6_udp_frame, rewrite
 
 N = 100
-ROUTED = "192.168.0.1"            # in l2fwd_map
-NEW_DST_MAC = "00:00:11:22:33:44"  # the map's dst_mac: veth3's own MAC
-
-
-@pytest.fixture
-def routed(lab, l2fwd):
-    """The seed's map entries: 192.168.0.1 -> veth2 with destination MAC 00:00:11:22:33:44."""
-    l2fwd.route(ROUTED, via=lab.iface("fwd/veth2"), mac=NEW_DST_MAC)
-    return l2fwd
-
-
-def frame_to(lab, ip_dst, **kw):
-    """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`."""
-    return udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac,
-                     ip_src="192.168.1.2", ip_dst=ip_dst, **kw)
 
 
 def udp_listener(lab, ns, ip, port=5678):
@@ -60,8 +45,8 @@ def udp_listener(lab, ns, ip, port=5678):
 def test_forwarded_with_mac_rewrite(lab, routed, xdp_mode):
     """N frames for 192.168.0.1 leave veth2 with only the destination MAC rewritten, and
     net2's stack accepts them (its UDP socket receives every payload)."""
-    frame = frame_to(lab, ROUTED)
-    out = rewrite(frame, eth_dst=NEW_DST_MAC)
+    frame = seed_frame(lab, ROUTED)
+    out = rewrite(frame, eth_dst=SEED_MAC)
     sink = udp_listener(lab, "net2", ROUTED)
     egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
     before = lab.snapshot()
@@ -74,7 +59,7 @@ def test_forwarded_with_mac_rewrite(lab, routed, xdp_mode):
     ingress_tap.expect_none()      # XDP redirected them before any tap on veth0 could see them
     payloads = [sink.recv(2048) for _ in range(N)]
     assert payloads == [bytes(frame["Raw"])] * N
-    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
+    assert_verdicts(routed, redirect=N)
     L = len(frame)
     expected = veth_hop(xdp_mode, N, N * L)
     expected["fwd/veth2"] = {"tx_packets": N, "tx_bytes": N * L}
@@ -89,7 +74,7 @@ def test_forwarded_with_mac_rewrite(lab, routed, xdp_mode):
 def test_unknown_destination_goes_up_the_stack(lab, routed, xdp_mode):
     """A destination not in l2fwd_map is passed: fwd's own stack delivers it to its UDP
     socket on 192.168.1.1; nothing reaches net2."""
-    frame = frame_to(lab, "192.168.1.1")
+    frame = seed_frame(lab, "192.168.1.1")
     sink = udp_listener(lab, "fwd", "192.168.1.1")
     egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
     before = lab.snapshot()
@@ -100,7 +85,7 @@ def test_unknown_destination_goes_up_the_stack(lab, routed, xdp_mode):
     payloads = [sink.recv(2048) for _ in range(N)]
     assert payloads == [bytes(frame["Raw"])] * N
     egress.expect_none()
-    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
+    assert_verdicts(routed, {"pass": N})
     assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
 
 
@@ -117,7 +102,7 @@ def test_arp_is_passed_and_answered(lab, routed, xdp_mode):
     assert len(got) == n
     replies.expect_no_other()
     egress.expect_none()
-    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": n, "tx": 0, "redirect": 0, "malformed": 0}
+    assert_verdicts(routed, {"pass": n})
     expected = veth_hop(xdp_mode, n, n * len(request))
     reply_len = len(got[0])
     expected["fwd/veth0"].update(tx_packets=n, tx_bytes=n * reply_len)
@@ -144,7 +129,7 @@ def test_ipv6_is_passed_not_forwarded(lab, routed, xdp_mode):
 
     ingress_tap.expect(frame, count=N)
     egress.expect_none()
-    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": N, "tx": 0, "redirect": 0, "malformed": 0}
+    assert_verdicts(routed, {"pass": N})
     assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
 
 
@@ -152,9 +137,9 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     """Frames for the routed destination cut inside the IPv4 header, or with a bad version or
     IHL: passed, counted as malformed, never forwarded, and the program never reads past
     data_end (the verifier would refuse it, and every frame is accounted for)."""
-    whole = bytes(frame_to(lab, ROUTED))
+    whole = bytes(seed_frame(lab, ROUTED))
     truncated = [whole[:n] for n in range(14, 14 + 20)]            # Ethernet + 0..19 bytes of IPv4
-    bad_ihl = bytes(frame_to(lab, ROUTED, ihl=4))
+    bad_ihl = bytes(seed_frame(lab, ROUTED, ihl=4))
     bad_version = whole[:14] + bytes([0x65]) + whole[15:]          # version 6 in an IPv4 ethertype
     frames = truncated + [bad_ihl, bad_version]
     egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
@@ -168,7 +153,7 @@ def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):
     ingress_tap.expect_no_other()
     egress.expect_none()
     m = len(frames)
-    assert routed.verdicts() == {"aborted": 0, "drop": 0, "pass": m, "tx": 0, "redirect": 0, "malformed": m}
+    assert_verdicts(routed, {"pass": m, "malformed": m})
     assert_counters(before, veth_hop(xdp_mode, m, sum(len(f) for f in frames)))
     # fwd's stack drops each of them as a bad IPv4 header, and the kernel names every one
     d = assert_fates(fates, {"fwd/veth0": {"kfree_skb IP_INHDR": m}})

@@ -27,7 +27,7 @@ import pytest
 from lab import sweep
 from lab.counters import assert_counters, merge, redirected, veth_hop
 from lab.packets import rewrite, udp_frame
-from lab.peers import peers_ready
+from lab.peers import default_peer, peers_ready
 from lab.topology import End, Topology, Veth
 
 N = 100
@@ -49,7 +49,7 @@ def lab_topology():
 def smac(lab, xdp_program, lab_program, xdp_mode):
     """The program attached to dut/veth0 in xdp_mode, h2's veth ready for redirected frames."""
     prog = xdp_program(lab_program)
-    with peers_ready(lab, lab.iface("dut/veth0"), "pass" if xdp_mode == "drv" else "none"):
+    with peers_ready(lab, lab.iface("dut/veth0"), default_peer(xdp_mode)):
         prog.attach(lab.iface("dut/veth0"), xdp_mode)
         yield prog
 

@@ -17,9 +17,9 @@ from __future__ import annotations
 import pytest
 
 from lab.counters import assert_counters, merge, redirected, veth_hop
-from lab.l2fwd.forwarder import L2fwd
+from lab.l2fwd.forwarder import L2fwd, assert_verdicts
 from lab.packets import rewrite, udp_frame
-from lab.peers import peers_ready
+from lab.peers import default_peer, peers_ready
 from lab.topology import End, Topology, Veth
 
 N = 1000
@@ -44,7 +44,7 @@ def hops(lab, l2fwd_program, xdp_mode):
     """l2fwd A on fwdA/veth0 and l2fwd B on fwdB/veth4, both in xdp_mode; xdp_pass on net2/veth7
     in drv mode (hop A's target, veth4, runs hop B's program already)."""
     with L2fwd(l2fwd_program) as a, L2fwd(l2fwd_program.copy("hop-b")) as b:
-        with peers_ready(lab, lab.iface("fwdB/veth4"), "pass" if xdp_mode == "drv" else "none"):
+        with peers_ready(lab, lab.iface("fwdB/veth4"), default_peer(xdp_mode)):
             b.attach(lab.iface("fwdB/veth4"), xdp_mode)
             a.attach(lab.iface("fwdA/veth0"), xdp_mode)
             yield a, b
@@ -61,7 +61,7 @@ def test_two_hops_forward_and_rewrite_twice(lab, hops, xdp_mode):
     lab.port("net1/veth1").send(frame, count=10)
     middle.expect(rewrite(frame, eth_dst=lab.iface("fwdB/veth4").mac), count=10)
     middle.expect_no_other()
-    assert b.verdicts()["pass"] == 10
+    assert_verdicts(b, {"pass": 10})
     b.clear_maps()
 
     b.route(DST, via=lab.iface("fwdB/veth6"), mac=lab.iface("net2/veth7").mac)
@@ -72,8 +72,8 @@ def test_two_hops_forward_and_rewrite_twice(lab, hops, xdp_mode):
 
     egress.expect(rewrite(frame, eth_dst=lab.iface("net2/veth7").mac), count=N)   # the second rewrite wins
     egress.expect_no_other()
-    assert a.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N + 10, "malformed": 0}
-    assert b.verdicts() == {"aborted": 0, "drop": 0, "pass": 0, "tx": 0, "redirect": N, "malformed": 0}
+    assert_verdicts(a, redirect=N + 10)
+    assert_verdicts(b, redirect=N)
     L = len(frame)
     extra = {"rx_queue_0_xdp_redirect": N} if xdp_mode == "drv" else {}
     hop_b_in = (redirected(xdp_mode, N, N * L, "fwdA/veth2", "fwdB/veth4") if xdp_mode == "drv"

@@ -237,3 +237,15 @@ def test_a_sessions_programs_stay_parked_in_the_xdp_dispatcher_until_it_ends(lab
     name = parking.ns.name
     xdp.unpark_programs()
     assert name not in netns.list_names()
+
+
+def test_assert_verdicts_names_each_verdict_that_differs():
+    from lab.errors import LabError
+    from lab.l2fwd.forwarder import assert_verdicts
+    with L2fwd() as f:
+        assert assert_verdicts(f) == dict.fromkeys(fw.VERDICTS, 0)
+        with pytest.raises(AssertionError, match=r"verdicts differ from the expectation:\n  pass: 0 \(expected 5\)\n"
+                                                 r"  redirect: 0 \(expected 100\)\nevery verdict that moved: none"):
+            assert_verdicts(f, {"pass": 5}, redirect=100)
+        with pytest.raises(LabError, match=r"check verdicts forwarded: no such verdict; use aborted, drop, pass"):
+            assert_verdicts(f, forwarded=1)

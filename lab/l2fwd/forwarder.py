@@ -162,3 +162,38 @@ class L2fwd(XdpProgram):
         m = self.map("verdict_cnt")
         return {name: int.from_bytes(m.sum_percpu(slot.to_bytes(4, "little")) or bytes(8), "little")
                 for slot, name in enumerate(VERDICTS)}
+
+
+def assert_verdicts(fwd: L2fwd, moved: "dict[str, int] | None" = None, *, since: dict[str, int] | None = None,
+                    timeout: float = 2.0, **by_name: int) -> dict[str, int]:
+    """Assert that l2fwd's verdict counters moved by exactly what is given (aborted, drop, pass,
+    tx, redirect, malformed: as keywords, or in `moved` for "pass", a keyword of Python's)
+    since `since` (a fwd.verdicts() taken before; default: since the test's use of the program
+    began, its maps empty), and no other verdict moved. Re-read until they match or the lab is
+    quiet past `timeout` (frames still in flight); a failure names each verdict that differs
+    and every one that moved. Example::
+
+        assert_verdicts(routed, redirect=100)
+        assert_verdicts(routed, {"pass": 20, "malformed": 20})
+    """
+    expected = {**(moved or {}), **by_name}
+    unknown = sorted(set(expected) - set(VERDICTS))
+    if unknown:
+        raise LabError(f"check verdicts {', '.join(unknown)}", "no such verdict", f"use {', '.join(VERDICTS)}")
+    base = since or dict.fromkeys(VERDICTS, 0)
+    want = {v: expected.get(v, 0) for v in VERDICTS}
+
+    def read() -> dict[str, int]:
+        return {v: n - base.get(v, 0) for v, n in fwd.verdicts().items()}
+    labs = list({id(a.iface.lab): a.iface.lab for a in fwd.attachments}.values())
+    if labs:
+        from ..settle import settled_read
+        got = settled_read(labs, read, lambda g: g == want, timeout)
+    else:
+        got = read()
+    if got != want:
+        wrong = [f"{v}: {got[v]} (expected {want[v]})" for v in VERDICTS if got[v] != want[v]]
+        raise AssertionError(f"{fwd.program.source.name} verdicts differ from the expectation:\n  " +
+                             "\n  ".join(wrong) + "\nevery verdict that moved: " +
+                             (", ".join(f"{v} {n}" for v, n in got.items() if n) or "none"))
+    return got

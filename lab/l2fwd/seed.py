@@ -44,7 +44,8 @@ def go_seed_bytes(outif: int, mac: str = SEED_MAC) -> bytes:
     return GO_SEED.pack(Outif=outif, DstMac=bytes.fromhex(mac.replace(":", "")))[:12]
 
 
-def seed_frame(lab: "Lab", ip_dst: str = ROUTED) -> Any:      # Any: a scapy packet (scapy is untyped)
-    """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`."""
+def seed_frame(lab: "Lab", ip_dst: str = ROUTED, **fields: Any) -> Any:   # Any: a scapy packet (scapy is untyped)
+    """A UDP frame that net1 sends to fwd/veth0 (its next hop) for `ip_dst`; `fields` as for
+    lab.packets.udp_frame (ttl, ihl, payload...)."""
     return udp_frame(eth_src=lab.iface(SENDER).mac, eth_dst=lab.iface(INGRESS).mac, ip_src="192.168.1.2",
-                     ip_dst=ip_dst)
+                     ip_dst=ip_dst, **fields)

@@ -454,3 +454,12 @@ def test_a_cpus_backlog_is_read_from_softnet_stat(tmp_path, monkeypatch):
     assert settle._backlogs() == ["CPU 1's backlog holds 17 frame(s)"]
     stat.write_text("0000a1 0 0 0 0 0 0 0 0 0 0\n")          # before 5.10: 11 columns
     assert settle._backlogs() == []
+
+
+def test_bytes_that_are_not_btf_are_refused_with_the_fix():
+    from lab.btf import Btf
+    from lab.errors import BtfError
+    with pytest.raises(BtfError, match=r"read BTF: 3 bytes: shorter than a BTF header \(24\); give the .BTF section"):
+        Btf(b"abc")
+    with pytest.raises(BtfError, match=r"read BTF: magic 0x0, not 0xeb9f; give the .BTF section"):
+        Btf(bytes(24))
