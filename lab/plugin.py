@@ -279,10 +279,23 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if unknown:
             raise pytest.UsageError(f"mark {metafunc.definition.nodeid} with xdp_modes: unknown mode(s) "
                                     f"{unknown}; use {', '.join(MODES)}")
-        metafunc.parametrize("xdp_mode", modes, ids=modes)
+        metafunc.parametrize("xdp_mode", modes, ids=modes, indirect=True)
     if "lab_program" in metafunc.fixturenames:
         specs = _program_specs(metafunc)
         metafunc.parametrize("lab_program", specs, ids=[Path(s).name for s in specs], indirect=True)
+
+
+@pytest.fixture
+def xdp_mode(request: pytest.FixtureRequest) -> str:
+    """The XDP attach mode of this run of the test: "skb" (generic XDP, `ip link` shows
+    xdpgeneric) or "drv" (native, `xdp`). A test that asks for it runs once per mode (ids
+    [skb] and [drv]); `@pytest.mark.xdp_modes("drv")` picks the modes. Scope: function.
+    Depends on: nothing. Example::
+
+        def test_it(lab, xdp_program, xdp_mode):
+            xdp_program("prog.bpf.o").attach(lab.iface("dut/veth0"), xdp_mode)
+    """
+    return str(request.param)
 
 
 @pytest.fixture

@@ -40,8 +40,8 @@ from lab.fates import assert_fates, fates_before, refused_redirect
 from lab.features import redirect_readiness, veth_gro_napi, xdp_features
 from lab.l2fwd.forwarder import L2fwd
 from lab.l2fwd.repro import send_and_observe
-from lab.l2fwd.seed import ROUTED, SEED, SEED_MAC, seed_frame
-from lab.maps import Layout, hexbytes
+from lab.l2fwd.seed import GO_SEED, ROUTED, SEED, SEED_MAC, seed_frame
+from lab.maps import hexbytes
 from lab.peers import PEERS
 from lab.topology import End, Topology, Veth
 from lab.xdp import veth_xdp_max_mtu
@@ -183,7 +183,6 @@ def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode, lab_findings):
     assert d is None or {f.send for f in d.frames} == {lab.sends[0]}, "every freed skb is one the lab sent"
 
 
-GO_FWD = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
 
 
 @pytest.mark.expect_drops
@@ -199,12 +198,12 @@ def test_seed_layout_bug_is_caught_by_the_mac_rewrite_check(lab, l2fwd, xdp_mode
     interface shows that drop.
     """
     veth2 = lab.iface("fwd/veth2")
-    go = GO_FWD.pack(Outif=veth2.ifindex, DstMac=bytes.fromhex(SEED_MAC.replace(":", "")))
+    go = GO_SEED.pack(Outif=veth2.ifindex, DstMac=bytes.fromhex(SEED_MAC.replace(":", "")))
     with pytest.raises(MapError, match=r"value is 16 bytes \(go struct .*\), the map's value is 12 bytes "
                                        r"\(struct fwd \{ u32 outif @0; u8 dst_mac\[6\] @4; \}"):
-        l2fwd.set_l2fwd_raw(ROUTED, go, layout=GO_FWD)
+        l2fwd.set_l2fwd_raw(ROUTED, go, layout=GO_SEED)
     with pytest.raises(MapError, match=r"field DstMac at offset 8 \(6 bytes\), the map's dst_mac at offset 4"):
-        l2fwd.check_layout(GO_FWD)
+        l2fwd.check_layout(GO_SEED)
     l2fwd.set_txport(veth2)
     l2fwd.set_l2fwd_raw(ROUTED, go[:12])
     raw = l2fwd.map("l2fwd_map").lookup(l2fwd.key(ROUTED))

@@ -13,8 +13,7 @@ from lab.counters import sysfs_stats
 from lab.errors import MapError, NetnsError, TopologyError, XdpError
 from lab.l2fwd import forwarder as fw
 from lab.l2fwd.forwarder import L2fwd
-from lab.l2fwd.seed import SEED
-from lab.maps import Layout
+from lab.l2fwd.seed import GO_SEED, SEED
 from lab.names import NameFactory
 from lab.peers import XDP_PASS
 from lab.programs import Program, Use, XdpProgram
@@ -87,14 +86,13 @@ def test_unknown_mode_is_refused(lab):
         f.attach(lab.iface("fwd/veth0"), "hw")
 
 
-GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
 
 
 def test_value_of_the_wrong_size_is_refused_naming_both_layouts():
     with L2fwd() as f:
-        go = GO_INT.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
+        go = GO_SEED.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
         with pytest.raises(MapError) as e:
-            f.set_l2fwd_raw("192.168.0.1", go, layout=GO_INT)
+            f.set_l2fwd_raw("192.168.0.1", go, layout=GO_SEED)
         assert str(e.value) == (
             "update l2fwd_map: value is 16 bytes (go struct {Outif int; DstMac [6]byte} { i64 Outif @0; "
             "u8 DstMac[6] @8; } (16 bytes, 2 padding)), the map's value is 12 bytes (struct fwd { u32 outif "

@@ -67,7 +67,7 @@ def test_xdplab_installed_elsewhere_runs_your_scenario_with_nothing_configured(t
     assert r.returncode == 0 and "2 passed" in r.stdout, r.stdout + r.stderr
     fixtures = subprocess.run([sys.executable, "-m", "pytest", "--fixtures"], cwd=mine, env=env, capture_output=True,
                               text=True).stdout
-    for name in ("lab", "lab_topology", "xdp_program", "lab_program", "l2fwd", "dut"):
+    for name in ("lab", "lab_topology", "xdp_mode", "xdp_program", "lab_program", "l2fwd", "l2fwd_kind", "dut"):
         assert f"{name} -- " in fixtures and "site-packages/lab/" in fixtures, (name, fixtures[-3000:])
     cli = subprocess.run([sys.executable, "-m", "lab", "--help"], cwd=mine, env=env, capture_output=True, text=True)
     assert cli.returncode == 0 and "python -m lab" in cli.stdout, cli.stdout + cli.stderr

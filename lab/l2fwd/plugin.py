@@ -77,7 +77,16 @@ def _kinds(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "l2fwd_kind" in metafunc.fixturenames:
         kinds = _kinds(metafunc.config)
-        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds)
+        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds, indirect=True)
+
+
+@pytest.fixture
+def l2fwd_kind(request: pytest.FixtureRequest) -> str:
+    """Which build of l2fwd this run of the test uses: "bcc" (bpf/l2fwd.c, compiled by bcc)
+    or "elf" (bpf/l2fwd.bpf.o, clang and libbpf): a test that asks for it, directly or
+    through l2fwd_program, runs once per --lab-forwarders variant (ids [bcc-...], [elf-...]).
+    Scope: function. Depends on: nothing. Example: `def test_it(l2fwd_kind): ...`."""
+    return str(request.param)
 
 
 @pytest.fixture
@@ -127,7 +136,12 @@ def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[Any]
     """The forwarder under test behind one interface, three ways: `unit` (BPF_PROG_TEST_RUN,
     no namespaces) or `live-skb`/`live-drv` (the seed lab, frames from net1). Scenarios
     written against it run unchanged on each: dut.route(...), dut.run(frame) -> Outcome.
-    Scope: function. Depends on: l2fwd_program (and builds the seed lab for live-*)."""
+    Scope: function. Depends on: l2fwd_program (and builds the seed lab for live-*). Example::
+
+        def test_routed(dut):
+            dut.route("192.168.0.1", dut.egress_ifindex, "00:00:11:22:33:44")
+            assert dut.run(frame).verdict == "redirect"
+    """
     if request.param == "unit":
         with L2fwd(l2fwd_program) as fwd:
             yield L2fwdUnit(fwd)

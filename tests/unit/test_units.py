@@ -9,13 +9,11 @@ import pytest
 from lab.counters import Delta
 from lab.errors import LabError, MapError, PacketError, TopologyError
 from lab.l2fwd.forwarder import FWD, L2fwd
-from lab.l2fwd.seed import SEED
+from lab.l2fwd.seed import GO_SEED, SEED
 from lab.maps import Layout, hexbytes
 from lab.names import NameFactory, check_ifname
 from lab.packets import Mask, rewrite, udp_bytes, udp_frame
 from lab.topology import End, Topology, Veth, check_ipv4, check_mac, end
-
-GO_INT = Layout.c("go struct {Outif int; DstMac [6]byte}", [("Outif", "i64"), ("DstMac", "u8[6]")])
 
 
 # names -----------------------------------------------------------------------------------
@@ -47,8 +45,8 @@ def test_fwd_layout_is_12_bytes_with_2_of_padding():
 
 
 def test_go_struct_with_int_is_16_bytes():
-    assert GO_INT.size == 16
-    assert [(f.name, f.offset) for f in GO_INT.fields] == [("Outif", 0), ("DstMac", 8)]
+    assert GO_SEED.size == 16
+    assert [(f.name, f.offset) for f in GO_SEED.fields] == [("Outif", 0), ("DstMac", 8)]
 
 
 def test_seed_value_encodes_as_the_fixed_control_plane_wrote_it():
@@ -61,7 +59,7 @@ def test_seed_bug_value_decodes_to_an_all_zero_mac():
     """The seed's first dump: the first 12 bytes of a Go struct {Outif int; DstMac [6]byte}.
     The program reads dst_mac at offset 4, which holds the int's upper half: all zeros;
     the MAC's first two bytes landed in the padding and 33 44 fell off the end."""
-    go = GO_INT.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
+    go = GO_SEED.pack(Outif=7, DstMac=bytes.fromhex("000011223344"))
     raw = go[:FWD.size]
     assert hexbytes(raw) == "07 00 00 00 00 00 00 00  00 00 11 22"
     assert FWD.unpack(raw) == {"outif": 7, "dst_mac": bytes(6)}
@@ -196,7 +194,7 @@ def test_seed_value_decodes_for_people():
 
 def test_layout_check_names_the_fields_whose_offsets_differ():
     assert FWD.differences(FWD) == []
-    assert FWD.differences(GO_INT) == ["size 16, the map's 12",
+    assert FWD.differences(GO_SEED) == ["size 16, the map's 12",
                                        "field Outif at offset 0 (8 bytes), the map's outif at offset 0 (4 bytes)",
                                        "field DstMac at offset 8 (6 bytes), the map's dst_mac at offset 4 (6 bytes)"]
     swapped = Layout.c("swapped", [("dst_mac", "u8[6]"), ("pad", "u16"), ("outif", "u32")])
