@@ -424,110 +424,104 @@ def _lab_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lab", default=None, help="the lab (default: the only one up)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = _Parser(prog="python -m lab", description="The XDP forwarder lab outside pytest.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    p = sub.add_parser("repro", help="reproduce a case of vanishing frames and explain it",
-                       description="Build the seed topology, run one case, print the counters and what the "
-                                   "kernel did, tear everything down.",
-                       epilog="example: python -m lab repro native-redirect-no-peer")
-    p.add_argument("name", nargs="?", help="the case (see --list)")
-    p.add_argument("--list", action="store_true", help="list the cases")
-    p.add_argument("--frames", type=positive, default=1000, help="frames to send (default 1000)")
-    p.set_defaults(func=_repro)
-    p = sub.add_parser("clean", help="remove what lab processes left behind",
-                       description="Remove the namespaces (with their veths, XDP attachments and sysfs mounts) "
-                                   "that the lab recorded and whose owning process is gone. Namespaces the lab "
-                                   "did not record are never touched; labs that are up stay up.",
-                       epilog="example: python -m lab clean")
-    p.add_argument("--force", action="store_true", help="also remove those of running processes and labs that are up")
-    p.set_defaults(func=_clean)
-    p = sub.add_parser("up", help="build a lab from a TOML file and leave it running",
-                       description="Build the namespaces, veths and forwarder of a lab file, program its maps, "
-                                   "and leave it all running for the other commands.",
-                       epilog="example: python -m lab up topologies/seed.toml")
-    p.add_argument("file", nargs="?", default="topologies/seed.toml", help="lab file (default topologies/seed.toml)")
-    p.add_argument("--name", help="the lab's name (default: the file's name = ...)")
-    p.set_defaults(func=_up)
-    p = sub.add_parser("down", help="take a lab down", epilog="example: python -m lab down")
-    _lab_option(p)
-    p.set_defaults(func=_down)
-    p = sub.add_parser("status", help="namespaces, links, addresses, XDP and counters of a lab",
-                       description="A lab that is up, or (--netns) namespaces the lab did not make, read-only: the "
-                                   "XDP programs attached there and their modes, the preflight over their redirect "
-                                   "targets, their maps decoded from BTF.",
-                       epilog="example: python -m lab status; python -m lab status --netns net1 --iface veth0")
-    _lab_option(p)
-    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
-    p.add_argument("--iface", action="append", metavar="IF", help="only this interface of it (repeat)")
-    p.set_defaults(func=_status)
-    p = sub.add_parser("why", help="where did the frames go: the kernel's fates while frames flow",
-                       description="Record what the kernel does with frames on a lab's interfaces (XDP "
-                                   "exceptions, redirects and their errors, transmits, skb drops with their reason "
-                                   "and kernel function) while it sends frames (--from) or while you send your own "
-                                   "(--watch). --netns looks at namespaces the lab did not make, changing nothing "
-                                   "there.",
-                       epilog="example: python -m lab why --from net1/veth1 --to 192.168.0.1 --count 100; "
-                              "python -m lab why --netns net1 --watch 10 --json")
-    _lab_option(p)
-    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
-    p.add_argument("--iface", action="append", metavar="IF", help="with --netns: only this interface (repeat)")
-    p.add_argument("--from", dest="src", metavar="NS/IF", help="send frames from this interface of the lab")
+def _command(sub: Any, name: str, func: Any, lab: bool, **kw: Any) -> argparse.ArgumentParser:
+    """A subcommand running `func`, with --lab when it works on a lab that is up (`kw`:
+    add_parser's help, description, epilog). Any: argparse's subparsers and the handlers."""
+    p: argparse.ArgumentParser = sub.add_parser(name, **kw)
+    if lab:
+        _lab_option(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _frame_options(p: argparse.ArgumentParser, count: int | None) -> None:
+    """The frames `send` and `why --from` put on the wire (_frame)."""
     p.add_argument("--to", type=ipv4, help="their destination IPv4 address (udp, arp)")
     p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
     p.add_argument("--port", type=port, default=5678, help="UDP destination port")
-    p.add_argument("--count", type=positive, help="how many to send (default 1)")
+    p.add_argument("--count", type=positive, default=count, help="how many to send (default 1)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _Parser(prog="python -m lab", description="The XDP forwarder lab outside pytest.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = _command(sub, "repro", _repro, False, help="reproduce a case of vanishing frames and explain it",
+                 description="Build the seed topology, run one case, print the counters and what the "
+                             "kernel did, tear everything down.",
+                 epilog="example: python -m lab repro native-redirect-no-peer")
+    p.add_argument("name", nargs="?", help="the case (see --list)")
+    p.add_argument("--list", action="store_true", help="list the cases")
+    p.add_argument("--frames", type=positive, default=1000, help="frames to send (default 1000)")
+    p = _command(sub, "clean", _clean, False, help="remove what lab processes left behind",
+                 description="Remove the namespaces (with their veths, XDP attachments and sysfs mounts) "
+                             "that the lab recorded and whose owning process is gone. Namespaces the lab "
+                             "did not record are never touched; labs that are up stay up.",
+                 epilog="example: python -m lab clean")
+    p.add_argument("--force", action="store_true", help="also remove those of running processes and labs that are up")
+    p = _command(sub, "up", _up, False, help="build a lab from a TOML file and leave it running",
+                 description="Build the namespaces, veths and forwarder of a lab file, program its maps, "
+                             "and leave it all running for the other commands.",
+                 epilog="example: python -m lab up topologies/seed.toml")
+    p.add_argument("file", nargs="?", default="topologies/seed.toml", help="lab file (default topologies/seed.toml)")
+    p.add_argument("--name", help="the lab's name (default: the file's name = ...)")
+    p = _command(sub, "down", _down, True, help="take a lab down", epilog="example: python -m lab down")
+    p = _command(sub, "status", _status, True, help="namespaces, links, addresses, XDP and counters of a lab",
+                 description="A lab that is up, or (--netns) namespaces the lab did not make, read-only: the "
+                             "XDP programs attached there and their modes, the preflight over their redirect "
+                             "targets, their maps decoded from BTF.",
+                 epilog="example: python -m lab status; python -m lab status --netns net1 --iface veth0")
+    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
+    p.add_argument("--iface", action="append", metavar="IF", help="only this interface of it (repeat)")
+    p = _command(sub, "why", _why, True, help="where did the frames go: the kernel's fates while frames flow",
+                 description="Record what the kernel does with frames on a lab's interfaces (XDP "
+                             "exceptions, redirects and their errors, transmits, skb drops with their reason "
+                             "and kernel function) while it sends frames (--from) or while you send your own "
+                             "(--watch). --netns looks at namespaces the lab did not make, changing nothing "
+                             "there.",
+                 epilog="example: python -m lab why --from net1/veth1 --to 192.168.0.1 --count 100; "
+                        "python -m lab why --netns net1 --watch 10 --json")
+    p.add_argument("--netns", action="append", metavar="NAME", help="an existing namespace (repeat for several)")
+    p.add_argument("--iface", action="append", metavar="IF", help="with --netns: only this interface (repeat)")
+    p.add_argument("--from", dest="src", metavar="NS/IF", help="send frames from this interface of the lab")
+    _frame_options(p, count=None)
     p.add_argument("--settle", type=seconds, default=0.5, help="seconds to wait for the frames' fates (default 0.5)")
     p.add_argument("--watch", type=seconds, default=10.0, help="without --from: seconds to watch (default 10)")
     p.add_argument("--no-paths", action="store_true", help="do not follow every successful redirect (cheaper)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
-    p.set_defaults(func=_why)
-    p = sub.add_parser("dump", help="the forwarder's maps, raw and decoded (as bpftool map dump)",
-                       epilog="example: python -m lab dump l2fwd_map --json")
+    p = _command(sub, "dump", _dump, True, help="the forwarder's maps, raw and decoded (as bpftool map dump)",
+                 epilog="example: python -m lab dump l2fwd_map --json")
     p.add_argument("map", nargs="?", help="one map (default: all)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
-    _lab_option(p)
-    p.set_defaults(func=_dump)
-    p = sub.add_parser("trace", help="the forwarder's bpf_printk lines, live, until Ctrl-C",
-                       description="Follow the lab's bpf_printk lines as they appear. Reads the kernel's trace "
-                                   "buffer without consuming it (/sys/kernel/tracing/trace, as the pytest fixtures "
-                                   "do), never trace_pipe: a test session running at the same time keeps its lines.",
-                       epilog="example: python -m lab trace")
+    p = _command(sub, "trace", _trace, True, help="the forwarder's bpf_printk lines, live, until Ctrl-C",
+                 description="Follow the lab's bpf_printk lines as they appear. Reads the kernel's trace "
+                             "buffer without consuming it (/sys/kernel/tracing/trace, as the pytest fixtures "
+                             "do), never trace_pipe: a test session running at the same time keeps its lines.",
+                 epilog="example: python -m lab trace")
     p.add_argument("--count", type=positive, help="stop after this many lines")
     p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
-    _lab_option(p)
-    p.set_defaults(func=_trace)
-    p = sub.add_parser("send", help="send frames from an interface of the lab",
-                       epilog="example: python -m lab send net1/veth1 --to 192.168.0.1 --count 1000")
+    p = _command(sub, "send", _send, True, help="send frames from an interface of the lab",
+                 epilog="example: python -m lab send net1/veth1 --to 192.168.0.1 --count 1000")
     p.add_argument("src", metavar="NS/IF", help="the interface to send from, e.g. net1/veth1")
-    p.add_argument("--to", type=ipv4, help="destination IPv4 address (udp, arp)")
-    p.add_argument("--kind", choices=("udp", "arp", "ipv6"), default="udp", help="the frame (default udp)")
-    p.add_argument("--port", type=port, default=5678, help="UDP destination port")
-    p.add_argument("--count", type=positive, default=1, help="how many (default 1)")
+    _frame_options(p, count=1)
     p.add_argument("--queue", type=queue, help="the transmit queue to send on (its veth peer receives on the same "
                                                "queue in drv mode; a program in skb mode sees rx_queue_index "
                                                "queue-1, 0 for queues 0 and 1); default: where the flow hashes to")
-    _lab_option(p)
-    p.set_defaults(func=_send)
-    p = sub.add_parser("capture", help="show or save what an interface of the lab receives",
-                       epilog="example: python -m lab capture net2/veth3 --count 10 --pcap out.pcap")
+    p = _command(sub, "capture", _capture, True, help="show or save what an interface of the lab receives",
+                 epilog="example: python -m lab capture net2/veth3 --count 10 --pcap out.pcap")
     p.add_argument("iface", metavar="NS/IF", help="the interface, e.g. net2/veth3")
     p.add_argument("--count", type=positive, help="stop after this many frames")
     p.add_argument("--timeout", type=seconds, help="stop after this many seconds")
     p.add_argument("--pcap", help="write the frames to this pcap file instead of showing them")
-    _lab_option(p)
-    p.set_defaults(func=_capture)
-    p = sub.add_parser("exec", help="run a command inside a namespace of the lab",
-                       epilog="example: python -m lab exec net1 -- ping -c 1 192.168.1.1")
+    p = _command(sub, "exec", _exec, True, help="run a command inside a namespace of the lab",
+                 epilog="example: python -m lab exec net1 -- ping -c 1 192.168.1.1")
     p.add_argument("ns", help="the namespace's short name, e.g. fwd")
     p.add_argument("cmd", nargs="*", help="-- then the command (everything after -- is the command)")
-    _lab_option(p)
-    p.set_defaults(func=_exec)
-    p = sub.add_parser("kernels", help="run the scenarios on the host kernel and in VMs on Debian's kernels",
-                       description="Boot one virtme-ng VM per kernel over this root file system, run the scenarios "
-                                   "inside, and print scenario x kernel with the counters the drop scenarios saw.",
-                       epilog="example: python -m lab kernels --kernel 6.1 --no-host -- scenarios/test_drops.py "
-                              "--lab-forwarders=bcc")
+    p = _command(sub, "kernels", _kernels, False,
+                 help="run the scenarios on the host kernel and in VMs on Debian's kernels",
+                 description="Boot one virtme-ng VM per kernel over this root file system, run the scenarios "
+                             "inside, and print scenario x kernel with the counters the drop scenarios saw.",
+                 epilog="example: python -m lab kernels --kernel 6.1 --no-host -- scenarios/test_drops.py "
+                        "--lab-forwarders=bcc")
     p.add_argument("scenarios", nargs="*", default=["scenarios/"],
                    help="pytest arguments, after -- when they start with - (default scenarios/)")
     p.add_argument("--kernel", action="append", help="5.10, 6.1, 6.12 or an exact version (repeat; default all three)")
@@ -535,13 +529,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--kvm", choices=("auto", "on", "off"), default="auto", help="use KVM (auto: where it boots)")
     p.add_argument("--vm-timeout", type=seconds, default=3600.0, metavar="SECONDS",
                    help="stop a VM's pytest after this long, and kill the VM two minutes later (default 3600)")
-    p.set_defaults(func=_kernels)
-    p = sub.add_parser("bench", help="measure the lab's overhead and the forwarder's Mpps",
-                       description="Measure, on this machine: lab set-up against an ip/bpftool script, bcc "
-                                   "compile and attach times, injection and capture rates against scapy, the "
-                                   "forwarder's Mpps in skb and drv mode against an XDP_DROP ceiling (frames made "
-                                   "in the kernel), and the scenario suite serial and with -n 2.",
-                       epilog="example: python -m lab bench --quick --json bench.json --plot bench.png")
+    p = _command(sub, "bench", _bench, False, help="measure the lab's overhead and the forwarder's Mpps",
+                 description="Measure, on this machine: lab set-up against an ip/bpftool script, bcc "
+                             "compile and attach times, injection and capture rates against scapy, the "
+                             "forwarder's Mpps in skb and drv mode against an XDP_DROP ceiling (frames made "
+                             "in the kernel), and the scenario suite serial and with -n 2.",
+                 epilog="example: python -m lab bench --quick --json bench.json --plot bench.png")
     p.add_argument("--quick", action="store_true", help="fewer repetitions and frames (under 2 minutes)")
     p.add_argument("--smoke", action="store_true",
                    help="one repetition, a tenth of --quick's frames: every key, no figure to quote (the bench's test)")
@@ -549,7 +542,6 @@ def main(argv: list[str] | None = None) -> int:
                    help="the scenarios the suite_* and scenario_* figures run (repeat; default scenarios/)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON")
     p.add_argument("--plot", metavar="FILE.png", help="plot Mpps per mode and frame size")
-    p.set_defaults(func=_bench)
     argv = list(sys.argv[1:] if argv is None else argv)
     rest: list[str] = []
     if "--" in argv:                       # exec NS [--lab X] -- CMD ...: the command is all after --

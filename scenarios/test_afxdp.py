@@ -30,6 +30,7 @@ from lab.afxdp import XskSocket
 from lab.counters import assert_counters, veth_hop
 from lab.fates import assert_fates, fates_before
 from lab.l2fwd.forwarder import assert_verdicts
+from lab.l2fwd.repro import assert_passed_up
 from lab.l2fwd.seed import SEED, SEED_MAC, seed_frame
 from lab.topology import Topology, Veth
 
@@ -109,15 +110,7 @@ def test_a_queue_enabled_without_a_socket_passes_to_the_stack(lab, routed, xdp_m
     """qidconf_map[0] = 1, xsks_map[0] empty: bpf_redirect_map returns its flags, XDP_PASS;
     the frames go up fwd's stack (the tap on veth0 sees them), not to net2 though routed."""
     steer(routed, 0)
-    frame = bytes(seed_frame(lab))
-    egress, tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
-    before = lab.snapshot()
-
-    lab.port("net1/veth1").send(frame, count=N)
-    tap.expect(frame, count=N)
-    egress.expect_none()
-    assert_verdicts(routed, {"pass": N})
-    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
+    assert_passed_up(lab, routed, bytes(seed_frame(lab)), xdp_mode, N)
 
 
 def test_closing_the_socket_releases_it(lab, routed):

@@ -24,6 +24,7 @@ import socket
 from lab.counters import assert_counters, veth_hop
 from lab.fates import assert_fates, fates_before
 from lab.l2fwd.forwarder import assert_verdicts
+from lab.l2fwd.repro import assert_passed_up
 from lab.l2fwd.seed import ROUTED, SEED_MAC, seed_frame
 from lab.packets import arp_request, ipv6_udp_frame, rewrite
 
@@ -122,15 +123,7 @@ def _arp_reply(lab):
 def test_ipv6_is_passed_not_forwarded(lab, routed, xdp_mode):
     """IPv6 is passed to fwd's stack (which has IPv6 disabled and drops it); nothing leaves."""
     frame = ipv6_udp_frame(eth_src=lab.iface("net1/veth1").mac, eth_dst=lab.iface("fwd/veth0").mac)
-    egress, ingress_tap = lab.capture("net2/veth3"), lab.capture("fwd/veth0")
-    before = lab.snapshot()
-
-    lab.port("net1/veth1").send(frame, count=N)
-
-    ingress_tap.expect(frame, count=N)
-    egress.expect_none()
-    assert_verdicts(routed, {"pass": N})
-    assert_counters(before, veth_hop(xdp_mode, N, N * len(frame)))
+    assert_passed_up(lab, routed, frame, xdp_mode, N)
 
 
 def test_malformed_and_truncated_never_forwarded(lab, routed, xdp_mode):

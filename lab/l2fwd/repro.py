@@ -126,3 +126,18 @@ def run_case(case: Case, frames: int = 1000) -> tuple[Observation, str]:
         o = send_and_observe(lab, fwd, frames)
         o.notes.append(fwd.map("l2fwd_map").dump())
     return o, case.explain.format(n=frames, arrived=len(o.arrived))
+
+
+def assert_passed_up(lab: Lab, fwd: L2fwd, frame: Any, mode: str, count: int) -> None:   # Any: bytes or scapy
+    """Send `count` copies of `frame` from net1 and assert that l2fwd passed them all up fwd's
+    stack: the tap on fwd/veth0 sees each (taps see passed frames after XDP), net2 sees none,
+    the verdicts are exactly `pass` x count, and only the hop's counters moved."""
+    from ..counters import assert_counters, veth_hop
+    from .forwarder import assert_verdicts
+    egress, tap = lab.capture(RECEIVER), lab.capture(INGRESS)
+    before = lab.snapshot()
+    lab.port(SENDER).send(frame, count=count)
+    tap.expect(frame, count=count)
+    egress.expect_none()
+    assert_verdicts(fwd, {"pass": count})
+    assert_counters(before, veth_hop(mode, count, count * len(bytes(frame)), SENDER, INGRESS))
