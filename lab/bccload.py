@@ -57,7 +57,8 @@ class BccObject:
         failure: Exception | None = None
         with stderr:
             try:
-                self.bpf: Any = bcc.BPF(text=path.read_bytes(), cflags=list(cflags))
+                self.bpf: Any = bcc.BPF(      # Any: bcc is untyped
+                    text=path.read_bytes(), cflags=list(cflags))
             except Exception as e:  # bcc raises bare Exception with the diagnostics on stderr
                 failure = e
         if failure is not None:

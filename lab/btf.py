@@ -54,7 +54,7 @@ class Btf:
             name_off, info, size_or_type = struct.unpack_from("<III", types, off)
             off += 12
             kind, vlen, kflag = (info >> 24) & 0x1F, info & 0xFFFF, bool(info >> 31)
-            extra: tuple[Any, ...] = ()
+            extra: tuple[Any, ...] = ()         # Any: its shape depends on the kind (BtfType.extra)
             if kind == INT:
                 (v,) = struct.unpack_from("<I", types, off)
                 extra, off = ((v >> 24) & 0xF, v & 0xFF), off + 4
@@ -166,7 +166,7 @@ def vmlinux() -> Iterator[int]:
         lib.btf__free(btf)
 
 
-def enum_members(lib: Any, btf: int, name: str) -> dict[str, int] | None:
+def enum_members(lib: ctypes.CDLL, btf: int, name: str) -> dict[str, int] | None:
     """The members of `enum name` in a BTF libbpf loaded: {member: value} (None: no such enum)."""
     eid = lib.btf__find_by_name_kind(btf, name.encode(), ENUM)
     if eid <= 0:
@@ -195,7 +195,7 @@ def kernel_helper(name: str) -> bool | None:
     return None if helpers is None else f"BPF_FUNC_{name}" in helpers
 
 
-def _kernel_type(name: str, kind: int, read: Callable[[Any, int, int], T]) -> T | None:
+def _kernel_type(name: str, kind: int, read: Callable[[ctypes.CDLL, int, int], T]) -> T | None:
     """read(libbpf, the running kernel's BTF, the id of `name` of `kind` in it), or None where
     the kernel has no BTF or no such type."""
     from .elf import libbpf
@@ -211,7 +211,7 @@ def _kernel_type(name: str, kind: int, read: Callable[[Any, int, int], T]) -> T 
 def kernel_function_params(name: str) -> list[str] | None:
     """The parameter names of kernel function `name`, from the running kernel's BTF (None:
     no BTF, or no such function there: inlined, renamed, or not in this kernel)."""
-    def params(lib: Any, btf: int, fid: int) -> list[str]:
+    def params(lib: ctypes.CDLL, btf: int, fid: int) -> list[str]:
         proto = lib.btf__type_by_id(btf, type_words(lib.btf__type_by_id(btf, fid), 3)[2])
         vlen = type_words(proto, 3)[1] & 0xFFFF
         words = type_words(proto + 12, 2 * vlen)        # struct btf_param {name_off, type}

@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .errors import LabError, LinkError, TopologyError
 from .names import NameFactory, default_factory
@@ -28,7 +28,7 @@ from .topology import Topology, Veth
 if TYPE_CHECKING:
     from .counters import Snapshot
     from .dataplane import Capture, Port
-    from .fates import Fates, Send
+    from .fates import Fates, Recorder, Send
     from .inventory import Inventory
     from .maps import MapView
     from .programs import Adopted
@@ -86,7 +86,7 @@ class Lab:
     sends: list["Send"] = field(default_factory=list)
     """Every send of the lab's ports, in order (to tell its dropped frames apart)."""
     fate_marks: list["Fates"] = field(default_factory=list)
-    _recorder: Any = None           # this process's fates recorder, while it watches the lab
+    _recorder: "Recorder | None" = None     # this process's fates recorder, while it watches the lab
     focus: list[str] = field(default_factory=list)
     """Interfaces a person asked to look at (lab.existing); empty: all of them."""
     fates_problem: str | None = None

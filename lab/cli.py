@@ -7,12 +7,15 @@ import signal
 import sys
 import textwrap
 import threading
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NoReturn
 
 from .errors import LabError
 
 if TYPE_CHECKING:
     from .built import Interface, Lab
+    from .packets import Packet
+    from .uplab import State
 
 
 class _Parser(argparse.ArgumentParser):
@@ -262,7 +265,7 @@ def _trace(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lab_iface(state: dict[str, Any], key: str) -> "tuple[Lab, Interface]":
+def _lab_iface(state: "State", key: str) -> "tuple[Lab, Interface]":
     from . import uplab
     lab = uplab.attach(state)
     try:
@@ -279,11 +282,11 @@ def _drain(lab: "Lab", seconds: float) -> None:
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         time.sleep(min(0.05, max(0.0, end - time.monotonic())))
-        lab._recorder.consume()
+        if lab._recorder is not None:
+            lab._recorder.consume()
 
 
-def _frame(lab: "Lab", src: str, kind: str, to: str | None,
-           port: int) -> "tuple[Any, Interface]":          # Any: a scapy packet (scapy is untyped)
+def _frame(lab: "Lab", src: str, kind: str, to: str | None, port: int) -> "tuple[Packet, Interface]":
     """The frame `send` and `why` put on interface `src` of a lab, and that interface."""
     from .packets import arp_request, ipv6_udp_frame, udp_frame
     iface = lab.iface(src)
@@ -424,10 +427,10 @@ def _lab_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lab", default=None, help="the lab (default: the only one up)")
 
 
-def _command(sub: Any, name: str, func: Any, lab: bool, **kw: Any) -> argparse.ArgumentParser:
-    """A subcommand running `func`, with --lab when it works on a lab that is up (`kw`:
-    add_parser's help, description, epilog). Any: argparse's subparsers and the handlers."""
-    p: argparse.ArgumentParser = sub.add_parser(name, **kw)
+def _command(sub: "argparse._SubParsersAction[_Parser]", name: str, func: "Callable[[argparse.Namespace], int]",
+             lab: bool, help: str, epilog: str, description: str | None = None) -> argparse.ArgumentParser:
+    """A subcommand running `func`, with --lab when it works on a lab that is up."""
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, epilog=epilog, description=description)
     if lab:
         _lab_option(p)
     p.set_defaults(func=func)

@@ -23,11 +23,11 @@ import struct
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from .errors import DataplaneError
 from .pace import Bound
-from .packets import Mask, as_mask, field_diff, hexdump, summary
+from .packets import Mask, Packet, as_mask, field_diff, hexdump, summary
 
 if TYPE_CHECKING:
     from .built import Interface
@@ -205,7 +205,7 @@ class Port:
                 raise DataplaneError(f"open port on {iface.key}", e.strerror or str(e), errno=e.errno) from None
         self.sent = 0
 
-    def send(self, frame: Any, count: int = 1, queue: int | None = None) -> None:
+    def send(self, frame: Packet | bytes, count: int = 1, queue: int | None = None) -> None:
         """Send `count` copies of `frame`, after the lab's preflight checks pass; on transmit
         queue `queue` if given (else where the frame's flow hashes to)."""
         began = time.monotonic_ns()
@@ -213,7 +213,7 @@ class Port:
         raw = self._checked(frame)
         self._send(raw, count, queue, began)
 
-    def send_each(self, frames: Iterable[Any], queue: int | None = None) -> None:
+    def send_each(self, frames: Iterable[Packet | bytes], queue: int | None = None) -> None:
         """Send each of `frames` once, in order, after one preflight check for them all (a
         fuzz batch, a corpus); a frame too short to send is refused before any is sent."""
         began = time.monotonic_ns()
@@ -223,7 +223,7 @@ class Port:
             self._send(raw, 1, queue, began)
             began = time.monotonic_ns()
 
-    def _checked(self, frame: Any) -> bytes:
+    def _checked(self, frame: Packet | bytes) -> bytes:
         raw = bytes(frame)
         if len(raw) < ETH_HLEN:
             raise DataplaneError(f"send {len(raw)}-byte frame on {self.iface.key}",
@@ -338,7 +338,7 @@ class Capture:
         lines.append(f"capture drops: {self.drops}")
         return "\n".join(lines)
 
-    def expect(self, expected: Any, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
+    def expect(self, expected: Packet | Mask | bytes, count: int = 1, timeout: float = DEFAULT_TIMEOUT) -> list[bytes]:
         """Wait for `count` frames matching `expected` (a frame, bytes or a Mask) and claim them.
         Fails as soon as the kernel has finished with every frame sent (lab.settle) and too few
         arrived; `timeout` bounds a kernel that stays busy (x pace.slowdown())."""

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import errno as _errno
-from typing import Any
 
 
 class LabError(Exception):
@@ -10,7 +9,7 @@ class LabError(Exception):
     `fix` what the user can do about it; `errno` and `objects` carry the evidence."""
 
     def __init__(self, action: str, reason: str, fix: str = "", *,
-                 errno: int | None = None, objects: tuple[Any, ...] = ()) -> None:
+                 errno: int | None = None, objects: tuple[object, ...] = ()) -> None:
         self.action, self.reason, self.fix = action, reason, fix
         self.errno, self.objects = errno, objects
         text = f"{action}: {reason}"

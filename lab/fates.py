@@ -107,7 +107,7 @@ class KernelEvents:
             raise FatesError("read the kernel's BTF", os.strerror(e.errno or _errno.ENOENT),
                              "the kernel needs CONFIG_DEBUG_INFO_BTF=y (/sys/kernel/btf/vmlinux)") from None
 
-    def _read(self, lib: Any, btf: int) -> None:
+    def _read(self, lib: ctypes.CDLL, btf: int) -> None:
         self.missing: dict[str, str] = {}
         self.program: dict[str, str] = {}          # tracepoint -> the program that reads this kernel's form
         for name, prog in EVENTS.values():
@@ -128,7 +128,7 @@ class KernelEvents:
         self.reasons: dict[int, str] = {v: k.removeprefix("SKB_DROP_REASON_") for k, v in members.items()}
 
     @staticmethod
-    def _arg_count(lib: Any, btf: int, tracepoint: str) -> int | None:
+    def _arg_count(lib: ctypes.CDLL, btf: int, tracepoint: str) -> int | None:
         """The arguments of a tracepoint (without the context), from btf_trace_<name>."""
         tid = lib.btf__find_by_name_kind(btf, f"btf_trace_{tracepoint}".encode(), TYPEDEF)
         if tid <= 0:
@@ -790,9 +790,9 @@ def story(lab: "Lab", f: Fates, moved: Mapping[str, Mapping[str, int]], since: s
     return "\n".join(lines)
 
 
-def to_json(f: Fates) -> dict[str, Any]:
+def to_json(f: Fates) -> dict[str, Any]:        # Any: JSON values
     """A Fates for scripts: every fate with its frames, the dropped frames grouped by send."""
-    groups: dict[tuple[Any, ...], int] = {}
+    groups: dict[tuple[object, ...], int] = {}
     for fr in f.frames:
         k = (fr.send.seq if fr.send else None, fr.where, fr.reason, fr.location, fr.data.hex())
         groups[k] = groups.get(k, 0) + 1

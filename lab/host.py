@@ -19,6 +19,10 @@ TAINT_FLAGS = "PFSRMBUDAWCIOELKXTN"
 TAINT_WHY = {"W": "a kernel WARNING: see dmesg", "D": "a kernel oops: see dmesg", "L": "a soft lockup: see dmesg"}
 
 
+Snapshot = dict[str, Any]
+"""snapshot(): links, addresses, routes, sysctls, bpffs and taint, each kind in its own shape."""
+
+
 def _tainted() -> int:
     try:
         with open(TAINTED) as f:
@@ -57,7 +61,7 @@ def _sysctls() -> dict[str, str]:
     return out
 
 
-def snapshot() -> dict[str, Any]:
+def snapshot() -> Snapshot:
     from .netns import iproute_class
     with iproute_class()() as ipr:
         links = {link.get("IFLA_IFNAME"): (link["flags"], link.get("IFLA_MTU"), link.get("IFLA_ADDRESS"),
@@ -95,7 +99,7 @@ def _bpffs() -> dict[str, str]:
     return out
 
 
-def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+def differences(before: Snapshot, after: Snapshot) -> list[str]:
     out = []
     for kind in ("links", "sysctls", "bpffs"):
         a, b = before.get(kind, {}), after.get(kind, {})

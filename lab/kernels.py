@@ -32,7 +32,11 @@ DEFAULT = ["5.10", "6.1", "6.12"]
 UNPACKED = "/var/lib/xdplab-kernels"   # Debian 11's kernel, unpacked (not installed) by bootstrap-kernels.sh
 
 
-def _version_key(v: str) -> list[Any]:
+Result = dict[str, Any]
+"""One kernel's results, as matrix.json holds them (JSON values: kernel, seconds, tests, findings...)."""
+
+
+def _version_key(v: str) -> list[tuple[int, int | str]]:
     return [(0, int(x)) if x.isdigit() else (1, x) for x in v.replace("+", ".").replace("-", ".").split(".")]
 
 
@@ -74,7 +78,7 @@ def vm_command(image: str, out: Path, kvm: bool, budget: float, pytest_args: lis
 
 
 def run_vm(version: str, image: str, pytest_args: list[str], out: Path, kvm: bool,
-           budget: float = 3600.0) -> dict[str, Any]:
+           budget: float = 3600.0) -> Result:
     """Boot `image`, run pytest inside, read back what it wrote to `out`. The VM's console
     (kernel messages included) streams to out/vng.log as it runs. A guest whose pytest has not
     started after BOOT_S (a hung boot) is killed and booted once more; one that gives no result
@@ -140,7 +144,7 @@ def _where(out: Path) -> str:
     return f"pytest never started; the console's last lines ({out / 'vng.log'}): " + " / ".join(lines[-5:])
 
 
-def run_host(pytest_args: list[str], out: Path) -> dict[str, Any]:
+def run_host(pytest_args: list[str], out: Path) -> Result:
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, XDPLAB_FINDINGS=str(out / "findings.jsonl"), XDPLAB_PACE_FILE=str(out / "slowdown"))
     if (out / "findings.jsonl").exists():
@@ -155,8 +159,8 @@ def run_host(pytest_args: list[str], out: Path) -> dict[str, Any]:
     return _results(platform.release(), out, time.monotonic() - t, boot_rc=0)
 
 
-def _results(version: str, out: Path, seconds: float, boot_rc: int) -> dict[str, Any]:
-    res: dict[str, Any] = {"kernel": version, "seconds": round(seconds, 1), "tests": {}, "findings": {}}
+def _results(version: str, out: Path, seconds: float, boot_rc: int) -> Result:
+    res: Result = {"kernel": version, "seconds": round(seconds, 1), "tests": {}, "findings": {}}
     if (out / "slowdown").exists():      # lab/pace.py, measured where the tests ran
         res["slowdown"] = float((out / "slowdown").read_text())
     if not (out / "junit.xml").exists():
@@ -181,7 +185,7 @@ def _skip_reason(message: str) -> str:
     return message.removeprefix("Skipped: ").strip()
 
 
-def table(results: list[dict[str, Any]]) -> str:
+def table(results: list[Result]) -> str:
     kernels = [r["kernel"] for r in results]
     tests = sorted({t for r in results for t in r["tests"]})
     width = max([len(t) for t in tests] + [8])
@@ -209,7 +213,7 @@ def table(results: list[dict[str, Any]]) -> str:
     return "\n".join(rows)
 
 
-def _finding(result: dict[str, Any], test: str) -> str:
+def _finding(result: Result, test: str) -> str:
     for key, f in result["findings"].items():
         if test.endswith(key.split("::")[-1]):
             out = []

@@ -21,6 +21,10 @@ from .errors import MapError
 if TYPE_CHECKING:
     from .built import Interface
 
+Value = Any
+"""What a map key or value is written from and decoded to: ints, interfaces, IPv4 and MAC
+strings, bytes, lists for arrays, dicts by field name (encode() says which)."""
+
 _SCALARS = {"u8": ("B", 1), "u16": ("H", 2), "u32": ("I", 4), "u64": ("Q", 8),
             "i8": ("b", 1), "i16": ("h", 2), "i32": ("i", 4), "i64": ("q", 8)}
 
@@ -65,7 +69,7 @@ class Layout:
         return cls(name, tuple(out), (off + align - 1) // align * align)
 
     @classmethod
-    def from_ctypes(cls, name: str, ct: Any) -> "Layout":
+    def from_ctypes(cls, name: str, ct: Any) -> "Layout":     # Any: a ctypes.Structure subclass (its _fields_)
         """The layout of a ctypes type (bcc derives one per map key and value)."""
         names = {ctypes.c_uint8: "u8", ctypes.c_uint16: "u16", ctypes.c_uint32: "u32", ctypes.c_uint64: "u64",
                  ctypes.c_int8: "i8", ctypes.c_int16: "i16", ctypes.c_int32: "i32", ctypes.c_int64: "i64",
@@ -139,7 +143,7 @@ class Layout:
             parts.append(f"padding {self.padding} bytes")
         return ", ".join(parts)
 
-    def pack(self, **values: Any) -> bytes:
+    def pack(self, **values: Value) -> bytes:
         buf = bytearray(self.size)
         missing = [f.name for f in self.fields if f.name not in values]
         extra = sorted(set(values) - {f.name for f in self.fields})
@@ -163,11 +167,11 @@ class Layout:
                                "pass a value of the field's type") from None
         return bytes(buf)
 
-    def unpack(self, raw: bytes) -> dict[str, Any]:
+    def unpack(self, raw: bytes) -> dict[str, Value]:
         if len(raw) != self.size:
             raise MapError(f"decode {self.name}", f"{len(raw)} bytes, the layout has {self.size}",
                            f"decode with the map's own layout ({self.describe()})")
-        out: dict[str, Any] = {}
+        out: dict[str, Value] = {}
         for f in self.fields:
             fmt = "<" + _SCALARS[f.scalar][0]
             if f.count:
@@ -195,7 +199,7 @@ def _exact(raw: bytes | bytearray, size: int, where: str, holds: str, fix: str) 
     return bytes(raw)
 
 
-def encode_field(f: Field, v: Any, where: str) -> bytes:
+def encode_field(f: Field, v: Value, where: str) -> bytes:
     """One field's bytes from a Python value: an int (as the C type expects, little-endian),
     an Interface (its ifindex), an IPv4 string for a 4-byte field (the 4 bytes in network
     order, as an address sits in a header), a MAC string for a 6-byte array, or raw bytes."""
@@ -240,7 +244,7 @@ def encode_field(f: Field, v: Any, where: str) -> bytes:
     return bytes(buf)
 
 
-def encode(layout: Layout, value: Any, where: str) -> bytes:
+def encode(layout: Layout, value: Value, where: str) -> bytes:
     """A key or value of `layout` from bytes, a scalar (see encode_field) or, for a struct,
     a dict by field name: {"outif": 3, "dst_mac": "00:00:11:22:33:44"}."""
     if isinstance(value, (bytes, bytearray)):
@@ -263,10 +267,10 @@ def encode(layout: Layout, value: Any, where: str) -> bytes:
                    "give the fields by name as a dict, or raw bytes")
 
 
-def decode(layout: Layout, raw: bytes) -> Any:
+def decode(layout: Layout, raw: bytes) -> Value:
     """A key or value for people and JSON: a scalar as an int, a struct as a dict by field name;
     6-byte arrays as MAC strings, other byte arrays as hex."""
-    def show(v: Any) -> Any:
+    def show(v: Value) -> Value:
         if isinstance(v, bytes):
             return ":".join(f"{b:02x}" for b in v) if len(v) == 6 else v.hex(" ")
         return v
@@ -371,7 +375,7 @@ class MapView:
     def holds_interfaces(self) -> bool:
         return self.info.type in bpfsys.INTERFACE_TYPES
 
-    def _writer(self, value: Any) -> contextlib.AbstractContextManager[None]:
+    def _writer(self, value: Value) -> contextlib.AbstractContextManager[None]:
         """The namespace an interface-valued entry must be written from (the kernel resolves
         a devmap's ifindex in the writer's namespace): the named interface's own, or, for a
         bare ifindex, the namespace of the program that uses the map, after checking that
@@ -399,7 +403,7 @@ class MapView:
                                        if i.ns is home.ns))
         return home.ns.entered()
 
-    def put(self, key: Any, value: Any) -> None:
+    def put(self, key: Value, value: Value) -> None:
         """Write one entry by value: ints, interfaces, IPv4 and MAC strings, dicts by field name
         (see encode()). Interface-valued maps are written from the right namespace."""
         raw_key = encode(self.key_layout, key, f"key of {self.name}")
@@ -407,15 +411,15 @@ class MapView:
         with self._writer(value):
             self.update(raw_key, raw_value)
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: Value) -> Value:
         """The decoded value at `key` (None: no entry); per-CPU integer values summed."""
         raw_key = encode(self.key_layout, key, f"key of {self.name}")
         raw = self.sum_percpu(raw_key) if self.percpu else self.lookup(raw_key)
         return None if raw is None else decode(self.value_layout, raw)
 
-    def entries(self) -> dict[Any, Any]:
+    def entries(self) -> dict[Value, Value]:
         """Every entry decoded (arrays: the non-zero ones); keys that are dicts become tuples."""
-        out: dict[Any, Any] = {}
+        out: dict[Value, Value] = {}
         for k, v in self.items():
             if v is None or (self.info.type in bpfsys.ARRAY_TYPES and not any(v)):
                 continue

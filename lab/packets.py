@@ -9,10 +9,13 @@ from typing import Any
 
 from .errors import PacketError
 
-_layers: Any = None
+Packet = Any
+"""A scapy packet (scapy is untyped: what the builders return, and what bytes() sends)."""
+
+_layers: Any = None     # the scapy layer classes (scapy is untyped)
 
 
-def _scapy() -> Any:
+def _scapy() -> Any:          # Any: a namespace of scapy's layer classes (untyped)
     """The scapy layers the lab uses, imported once and lazily (`scapy.all` takes 0.4 s to
     import, these 0.1 s: it counts once per xdist worker)."""
     global _layers
@@ -35,7 +38,7 @@ def _scapy() -> Any:
 def udp_frame(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00:01:02",
               ip_src: str = "192.168.1.2", ip_dst: str = "192.168.0.1", ttl: int = 64, ip_id: int = 1,
               sport: int = 1234, dport: int = 5678, payload: bytes = b"xdplab-payload", ihl: int | None = None,
-              options: bytes = b"") -> Any:
+              options: bytes = b"") -> Packet:
     """Ethernet / IPv4 / UDP / payload (no padding: the frame is exactly as long as its parts)."""
     s = _scapy()
     ip = s.IP(src=ip_src, dst=ip_dst, ttl=ttl, id=ip_id, flags="DF")
@@ -78,20 +81,20 @@ def _checksum(data: bytes) -> int:
 
 
 def arp_request(*, eth_src: str = "02:00:00:00:01:02", ip_src: str = "192.168.1.2",
-                ip_dst: str = "192.168.1.1") -> Any:
+                ip_dst: str = "192.168.1.1") -> Packet:
     """A broadcast ARP who-has."""
     s = _scapy()
     return s.Ether(dst="ff:ff:ff:ff:ff:ff", src=eth_src) / s.ARP(op=1, hwsrc=eth_src, psrc=ip_src, pdst=ip_dst)
 
 
 def ipv6_udp_frame(*, eth_dst: str = "02:00:00:00:01:01", eth_src: str = "02:00:00:00:01:02",
-                   ip_src: str = "fd00::2", ip_dst: str = "fd00::1", payload: bytes = b"xdplab-v6") -> Any:
+                   ip_src: str = "fd00::2", ip_dst: str = "fd00::1", payload: bytes = b"xdplab-v6") -> Packet:
     s = _scapy()
     return s.Ether(dst=eth_dst, src=eth_src) / s.IPv6(src=ip_src, dst=ip_dst) / s.UDP(sport=1234, dport=5678) / \
         s.Raw(payload)
 
 
-def rewrite(frame: Any, **fields: Any) -> Any:
+def rewrite(frame: Packet, **fields: Any) -> Packet:      # fields: scapy field values
     """A copy of `frame` with fields changed, e.g. rewrite(f, eth_dst="00:00:11:22:33:44")."""
     s = _scapy()
     out = frame.copy()
@@ -145,7 +148,7 @@ def hexdump(raw: bytes, width: int = 16) -> str:
 class Mask:
     """An expected frame plus the bits that must match. Compare with `matches(raw)`."""
 
-    def __init__(self, frame: Any) -> None:
+    def __init__(self, frame: Packet) -> None:
         self.frame = frame
         self.expected = bytes(frame)
         self.mask = bytearray(b"\xff" * len(self.expected))
@@ -195,7 +198,7 @@ class Mask:
         return f"{summary(self.expected)}, {len(self.expected)} bytes{ign}"
 
 
-def as_mask(expected: Any) -> Mask:
+def as_mask(expected: "Packet | Mask | bytes") -> Mask:
     if isinstance(expected, Mask):
         return expected
     if isinstance(expected, (bytes, bytearray)):

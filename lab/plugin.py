@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -46,7 +46,11 @@ from .programs import Program, Use, XdpProgram
 from .topology import Topology
 from .xdp import MODES
 
-_HOST = pytest.StashKey[dict[str, Any]]()
+if TYPE_CHECKING:
+    from .built import Interface
+    from .xdp import Attachment
+
+_HOST = pytest.StashKey["host.Snapshot"]()
 _POOL = pytest.StashKey[Pool]()
 _PHASES = pytest.StashKey[dict[str, float]]()       # a test's time by phase, ms (XDPLAB_PHASES)
 PHASES_ENV = "XDPLAB_PHASES"            # a file: one JSON line per test, where its time went
@@ -150,7 +154,7 @@ def _group_by_lab(items: list[pytest.Item]) -> None:
     items[:] = sorted(items, key=lambda item: first[group(item)])
 
 
-def attach_where_allowed(prog: "programs.XdpProgram", iface: Any, mode: str) -> Any:
+def attach_where_allowed(prog: "programs.XdpProgram", iface: "Interface", mode: str) -> "Attachment":
     """prog.attach(iface, mode); where this kernel's generic XDP refuses the program for the
     maps it uses (5.8 to 5.14: devmaps and cpumaps whose entries can carry a program), the
     test is skipped with the kernel's reason: that mode does not exist there."""
@@ -184,7 +188,7 @@ def _report_sweep(config: pytest.Config, removed: list[sweep.Leftover]) -> None:
                                           f"processes: {', '.join(r.netns for r in removed)}", yellow=True)
 
 
-def pytest_testnodedown(node: Any, error: Any) -> None:
+def pytest_testnodedown(node: Any, error: object) -> None:     # Any: xdist's WorkerController (untyped)
     """Controller under xdist: add up the frames each worker sent."""
     out = getattr(node, "workeroutput", {})
     _frames[0] += out.get("xdplab_frames", 0)
@@ -197,7 +201,7 @@ def pytest_testnodedown(node: Any, error: Any) -> None:
         _no_reuse.append(out["xdplab_no_reuse"])
 
 
-def pytest_terminal_summary(terminalreporter: Any) -> None:
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     sent = _frames[0] + Port.total_sent
     if sent:
         mine = f"{names.PREFIX}-{names.run_id()}-"
@@ -428,14 +432,14 @@ def xdp_program() -> Iterator[Callable[..., XdpProgram]]:
 
 
 @pytest.fixture
-def lab_findings(request: pytest.FixtureRequest) -> Any:
+def lab_findings(request: pytest.FixtureRequest) -> Callable[..., None]:
     """record(**facts): what a scenario saw, as a JSON line in $XDPLAB_FINDINGS (the kernel
     matrix collects them: which counter moved on which kernel). A no-op otherwise.
     Scope: function. Depends on: nothing. Example: `lab_findings(arrived=0, sent=100)`."""
     import json
     import platform
 
-    def record(**facts: Any) -> None:
+    def record(**facts: Any) -> None:       # Any: JSON values
         path = os.environ.get("XDPLAB_FINDINGS")
         if path:
             with open(path, "a") as f:

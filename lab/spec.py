@@ -30,6 +30,10 @@ PROGRAM_KEYS = {"program": str, "attach": (str, list), "mode": str, "peers": str
 ENTRY_KEYS = {"map", "key", "value"}
 
 
+Toml = Any
+"""A value of a lab file as tomllib reads it (checked by _typed and _table before use)."""
+
+
 @dataclass(frozen=True)
 class ProgramSpec:
     program: Program
@@ -41,8 +45,8 @@ class ProgramSpec:
 @dataclass(frozen=True)
 class Entry:
     map: str
-    key: Any
-    value: Any
+    key: Toml
+    value: Toml
 
 
 @dataclass(frozen=True)
@@ -64,7 +68,7 @@ def _fail(path: Path, where: str, reason: str, fix: str) -> TopologyError:
 _TYPE_NAMES = {str: "a string", int: "an integer", list: "a list", dict: "a table", bool: "true or false"}
 
 
-def _typed(path: Path, where: str, key: str, value: Any, want: type | tuple[type, ...]) -> Any:
+def _typed(path: Path, where: str, key: str, value: Toml, want: type | tuple[type, ...]) -> Toml:
     wants = want if isinstance(want, tuple) else (want,)
     if isinstance(value, bool) and bool not in wants or not isinstance(value, wants):
         got = f"the {type(value).__name__} {value!r}" if not isinstance(value, dict) else "a table"
@@ -73,7 +77,7 @@ def _typed(path: Path, where: str, key: str, value: Any, want: type | tuple[type
     return value
 
 
-def _table(path: Path, where: str, raw: Any, keys: dict[str, Any] | set[str], required: set[str]) -> dict[str, Any]:
+def _table(path: Path, where: str, raw: Toml, keys: dict[str, Toml] | set[str], required: set[str]) -> dict[str, Toml]:
     if not isinstance(raw, dict):
         raise _fail(path, where, f"expected a table, got {type(raw).__name__} {raw!r}", "see the README's lab files")
     unknown = set(raw) - set(keys)
@@ -88,11 +92,11 @@ def _table(path: Path, where: str, raw: Any, keys: dict[str, Any] | set[str], re
     return raw
 
 
-def _end(path: Path, where: str, raw: Any) -> End:
+def _end(path: Path, where: str, raw: Toml) -> End:
     return End(**_table(path, where, raw, END_KEYS, {"ns", "name"}))
 
 
-def _list(path: Path, data: dict[str, Any], key: str) -> list[Any]:
+def _list(path: Path, data: dict[str, Toml], key: str) -> list[Toml]:
     value = data.get(key, [])
     if not isinstance(value, list):
         raise _fail(path, key, f"expected a list of tables ([[{key}]]), got {type(value).__name__} {value!r}",

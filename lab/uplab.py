@@ -26,6 +26,11 @@ if TYPE_CHECKING:       # imported where used: `lab down` and `status` need none
 
 
 
+State = dict[str, Any]
+"""A lab's state file, as JSON reads it (/run/xdplab/up/<lab>.json): name, phase, pid, start,
+namespaces, veths, programs, trace_tag."""
+
+
 def state_dir() -> str:
     from .netns import state_root
     return f"{state_root()}/up"
@@ -49,11 +54,11 @@ def running(directory: str | None = None) -> list[str]:
         return []
 
 
-def read_state(name: str) -> dict[str, Any] | None:
+def read_state(name: str) -> State | None:
     """The state of lab `name` (None: no such lab). A state that cannot be read is treated as
     one being written by a live owner: never a reason to delete anything."""
     try:
-        state: dict[str, Any] = json.loads(state_path(name).read_text())
+        state: State = json.loads(state_path(name).read_text())
         return state
     except FileNotFoundError:
         return None
@@ -61,7 +66,7 @@ def read_state(name: str) -> dict[str, Any] | None:
         return {"name": name, "phase": "unreadable", "namespaces": {}}
 
 
-def owner_alive(state: dict[str, Any]) -> bool:
+def owner_alive(state: State) -> bool:
     """Does the process that is changing the lab (building or removing it) still run?"""
     pid, start = state.get("pid"), state.get("start")
     if state.get("phase") == "unreadable":
@@ -69,7 +74,7 @@ def owner_alive(state: dict[str, Any]) -> bool:
     return pid is not None and bool(pid) and sweep.starttime(int(pid)) == start and not sweep.zombie(int(pid))
 
 
-def _write_state(state: dict[str, Any]) -> None:
+def _write_state(state: State) -> None:
     """Replace the state file atomically (a reader never sees half of it)."""
     os.makedirs(state_dir(), exist_ok=True)
     tmp = f"{state_path(state['name'])}.{os.getpid()}.tmp"
@@ -78,7 +83,7 @@ def _write_state(state: dict[str, Any]) -> None:
     os.replace(tmp, state_path(state["name"]))
 
 
-def _claim(state: dict[str, Any]) -> None:
+def _claim(state: State) -> None:
     """Create the state file of a new lab, atomically and only if no lab of that name exists
     (a link fails when the name is taken): two `up`s of one name cannot both proceed."""
     os.makedirs(state_dir(), exist_ok=True)
@@ -95,7 +100,7 @@ def _claim(state: dict[str, Any]) -> None:
         os.unlink(tmp)
 
 
-def busy(state: dict[str, Any]) -> str:
+def busy(state: State) -> str:
     """Why a lab cannot be used as if it were up, in words."""
     name, phase, pid = state.get("name"), state.get("phase", "up"), state.get("pid")
     if phase == "up":
@@ -106,7 +111,7 @@ def busy(state: dict[str, Any]) -> str:
     return f"lab {name} was left half-{'built' if phase == 'building' else 'removed'}: pid {pid} was killed"
 
 
-def find(name: str | None) -> dict[str, Any]:
+def find(name: str | None) -> State:
     """The state of lab `name`, or of the only lab up; a lab that is not (fully) up raises
     with what to do."""
     labs = running()
@@ -127,7 +132,7 @@ def find(name: str | None) -> dict[str, Any]:
     return state
 
 
-def _resolve(lab: Lab, value: Any) -> Any:
+def _resolve(lab: Lab, value: Any) -> Any:       # Any: a TOML value of a lab file, or the interface it names
     """Lab-file values: "ns/if" strings naming an interface of the lab become that interface."""
     if isinstance(value, str) and value in lab.interfaces:
         return lab.interfaces[value]
@@ -136,7 +141,7 @@ def _resolve(lab: Lab, value: Any) -> Any:
     return value
 
 
-def up(file: str, name: str | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def up(file: str, name: str | None = None, progress: Callable[[str], None] | None = None) -> State:
     """Build the lab of `file` and leave it running; returns its state.
 
     The state file is claimed first (phase "building", this process as owner, every
@@ -162,7 +167,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
         raise TopologyError(f"name lab {labname!r}", "a lab name is 1-32 letters, digits, '-', '_' or '.' (not "
                             "'.' or '..')", "give another --name (or `name =` in the lab file)") from None
     pid = os.getpid()
-    state: dict[str, Any] = {
+    state: State = {
         "name": labname, "phase": "building", "pid": pid, "start": sweep.starttime(pid),
         "file": str(Path(file).resolve()), "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "namespaces": {k: names.netns(k) for k in spec.topology.all_namespaces},
@@ -224,7 +229,7 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
     return {**state, "phase": "up", "pid": None, "start": None}
 
 
-def attach(state: dict[str, Any]) -> Lab:
+def attach(state: State) -> Lab:
     """A Lab object for a lab that is up (handles only: closing it leaves the lab up)."""
     from . import rtnl
     from .built import Interface, Lab
@@ -292,7 +297,7 @@ def down(name: str | None, progress: Callable[[str], None] | None = None) -> str
     return name
 
 
-def unfinished() -> list[dict[str, Any]]:
+def unfinished() -> list[State]:
     """Labs left half-built or half-removed by a process that is gone (`clean` finishes them)."""
     out = []
     for name in running():
@@ -337,7 +342,7 @@ def close_maps(maps: dict[str, MapView]) -> None:
     close(maps)
 
 
-def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
+def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:      # Any: JSON values
     from . import bpfsys
     out = []
     for name, m in maps.items():
@@ -354,7 +359,7 @@ def dump_json(maps: dict[str, MapView]) -> list[dict[str, Any]]:
     return out
 
 
-def status_text(state: dict[str, Any]) -> str:
+def status_text(state: State) -> str:
     from . import xdp
     lab = attach(state)
     try:

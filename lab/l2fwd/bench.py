@@ -54,6 +54,10 @@ b = { ns = "h2", name = "veth2", mac = "02:00:0a:00:00:02", ip = "10.0.0.2/24" }
 """
 
 
+Results = dict[str, Any]
+"""The bench's figures by key, as docs/bench.json holds them (JSON values)."""
+
+
 def median_of(reps: int, fn: Callable[[], float]) -> float:
     return statistics.median(fn() for _ in range(reps))
 
@@ -350,14 +354,14 @@ def scenario_phases(path: str) -> dict[str, float]:
 
 # --- the run -----------------------------------------------------------------------------------
 
-def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dict[str, Any]:
+def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> Results:
     """Every figure: `quick` with fewer repetitions and frames, `smoke` (the bench's own test)
     with one repetition and a tenth of quick's frames: numbers, not measurements."""
     suite = suite or ["scenarios/"]
     quick = quick or smoke
     reps = 1 if smoke else 3 if quick else 9
     k = 10 if smoke else 1          # frame counts are divided by it
-    res: dict[str, Any] = {}
+    res: Results = {}
     program_fd(L2FWD)             # warm the cache: lab_setup_ms attaches "from the compile cache"
     progress("lab set-up against an ip/bpftool script")
     res["lab_fresh_setup_ms"] = median_of(reps, lab_fresh_setup_ms)
@@ -440,7 +444,7 @@ def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> dic
     return res
 
 
-def targets(r: dict[str, Any]) -> dict[str, bool]:
+def targets(r: Results) -> dict[str, bool]:
     return {
         "lab_setup_ms <= 0.5 * ip_script_ms": r["lab_setup_ms"] <= 0.5 * r["ip_script_ms"],
         "lab_reuse_ms <= 5": r["lab_reuse_ms"] <= 5,
@@ -457,7 +461,7 @@ def targets(r: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def table(r: dict[str, Any]) -> str:
+def table(r: Results) -> str:
     rows = [f"{'figure':<20} {'value':>14}"]
     for k in KEYS:
         v = r[k]
@@ -480,7 +484,7 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
-def plot(r: dict[str, Any], path: str) -> None:
+def plot(r: Results, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

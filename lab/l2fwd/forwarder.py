@@ -10,7 +10,7 @@ core's public API (lab.programs, lab.maps, lab.preflight).
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import LabError, MapError, PreflightError
 from ..maps import Layout
@@ -102,7 +102,7 @@ class L2fwd(XdpProgram):
         self.trace_tag = tag
         return True
 
-    def l2fwd_entries(self) -> dict[str, dict[str, Any]]:
+    def l2fwd_entries(self) -> dict[str, dict[str, int | str]]:
         out = {}
         m = self.map("l2fwd_map")
         for k, v in m.items():

@@ -22,7 +22,6 @@ Options:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
@@ -132,7 +131,7 @@ def l2fwd(request: pytest.FixtureRequest, lab: Lab, xdp_mode: str, l2fwd_peer: s
 
 
 @pytest.fixture(params=["unit", "live-skb", "live-drv"])
-def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[Any]:
+def dut(request: pytest.FixtureRequest, l2fwd_program: Program) -> Iterator[L2fwdUnit | L2fwdLive]:
     """The forwarder under test behind one interface, three ways: `unit` (BPF_PROG_TEST_RUN,
     no namespaces) or `live-skb`/`live-drv` (the seed lab, frames from net1). Scenarios
     written against it run unchanged on each: dut.route(...), dut.run(frame) -> Outcome.
