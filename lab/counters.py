@@ -108,6 +108,16 @@ class Delta(dict[str, dict[str, int]]):
         that much, and every counter not named must not have moved at all."""
         return exact_mismatches(self, expected, "+d")
 
+    def check(self, expected: Mapping[str, Mapping[str, int]], about: str = "") -> "Delta":
+        """Raise AssertionError unless exactly the `expected` counters moved, by exactly that
+        much: each counter that differs, then every counter that moved (assert_counters' text;
+        `about` goes first, e.g. the kernel)."""
+        bad = self.mismatches(expected)
+        if bad:
+            raise AssertionError((f"{about}: " if about else "") + "interface counters differ from the expectation:"
+                                 "\n  " + "\n  ".join(bad) + "\nall counters that moved:\n" + self.table())
+        return self
+
     def table(self) -> str:
         rows = [f"  {k:<16} {c:<28} {v:+d}" for k, d in sorted(self.items()) for c, v in sorted(d.items())]
         return "\n".join(rows) or "  (no counter moved)"
@@ -146,9 +156,4 @@ class Snapshot:
 
 def assert_counters(before: Snapshot, expected: Mapping[str, Mapping[str, int]], timeout: float = 2.0) -> Delta:
     """Assert that since `before` exactly the `expected` counters moved, by exactly that much."""
-    d = before.delta_until(expected, timeout)
-    bad = d.mismatches(expected)
-    if bad:
-        raise AssertionError("interface counters differ from the expectation:\n  " + "\n  ".join(bad) +
-                             "\nall counters that moved:\n" + d.table())
-    return d
+    return before.delta_until(expected, timeout).check(expected)

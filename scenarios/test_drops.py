@@ -129,8 +129,8 @@ def test_redirect_matrix(lab, l2fwd, xdp_mode, l2fwd_peer, lab_findings):
     assert o.verdicts["redirect"] == N, "the program redirected every frame either way"
     assert sum(o.verdicts.values()) == N
     features = xdp_features(lab.iface("fwd/veth2")) is not None
-    bad = o.delta.mismatches(expected_counters(xdp_mode, l2fwd_peer, N, o.frame_len, features))
-    assert not bad, f"kernel {KERNEL}, {xdp_mode}/{l2fwd_peer}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+    o.delta.check(expected_counters(xdp_mode, l2fwd_peer, N, o.frame_len, features),
+                  f"kernel {KERNEL}, {xdp_mode}/{l2fwd_peer}")
     assert_fates(o.fates_before, expected_fates(xdp_mode, l2fwd_peer, N, features))
 
 
@@ -177,8 +177,7 @@ def test_missing_txport_entry_aborts(lab, l2fwd, xdp_mode, lab_findings):
     assert o.arrived == []
     assert o.verdicts == {"aborted": N, "drop": 0, "pass": 0, "tx": 0, "redirect": 0, "malformed": 0}
     expected = veth_hop(xdp_mode, N, N * o.frame_len, **({"rx_queue_0_xdp_drops": N} if xdp_mode == "drv" else {}))
-    bad = o.delta.mismatches(expected)
-    assert not bad, f"kernel {KERNEL}:\n  " + "\n  ".join(bad) + "\n" + o.delta.table()
+    o.delta.check(expected, f"kernel {KERNEL}")
     d = assert_fates(o.fates_before, {"fwd/veth0": {"xdp_exception XDP_ABORTED": N, "kfree_skb NOT_SPECIFIED": N}})
     assert d is None or {f.send for f in d.frames} == {lab.sends[0]}, "every freed skb is one the lab sent"
 

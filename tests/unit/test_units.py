@@ -136,6 +136,11 @@ def test_delta_requires_exact_values_and_nothing_else_moving():
     assert d.mismatches({"fwd/veth0": {"rx_packets": 5}}) == ["fwd/veth0 rx_dropped: expected +0, got +1"]
     assert d.mismatches({"fwd/veth0": {"rx_packets": 4, "rx_dropped": 1}, "net2/veth3": {"rx_packets": 1}}) == [
         "fwd/veth0 rx_packets: expected +4, got +5", "net2/veth3 rx_packets: expected +1, got +0"]
+    assert d.check({"fwd/veth0": {"rx_packets": 5, "rx_dropped": 1}}) is d
+    with pytest.raises(AssertionError, match=r"^kernel 6.1: interface counters differ from the expectation:\n"
+                                             r"  fwd/veth0 rx_dropped: expected \+0, got \+1\n"
+                                             r"all counters that moved:\n"):
+        d.check({"fwd/veth0": {"rx_packets": 5}}, "kernel 6.1")
 
 
 # topology validation ----------------------------------------------------------------------
