@@ -373,13 +373,8 @@ def lab_program(request: pytest.FixtureRequest) -> Program:
         def test_it(lab, xdp_program, lab_program):
             prog = xdp_program(lab_program)
     """
-    spec = str(request.param)
-    base = Path(str(request.node.fspath)).parent
-    path = spec.rpartition(":")[0] if ":" in spec else spec
-    if not Path(path).is_absolute() and not (base / path).exists():
-        base = Path.cwd()
     try:
-        return Program.parse(spec, base=base)
+        return Program.parse(str(request.param), base=Path(str(request.node.fspath)).parent)
     except LabError as e:
         raise pytest.UsageError(str(e)) from None
 

@@ -54,7 +54,9 @@ class Program:
 
     @classmethod
     def parse(cls, spec: str | Path, function: str | None = None, base: Path | None = None) -> "Program":
-        """`PATH[:FUNCTION]`; relative paths from `base` (default: the working directory)."""
+        """`PATH[:FUNCTION]`. A relative PATH is taken from `base` (the test file's or lab
+        file's folder), or from the working directory when nothing is there or no base is
+        given: the one rule for every place that names a program."""
         if not isinstance(spec, (str, Path)) or not str(spec):
             raise CompileError(f"load program {spec!r}", "not a path", 'give "PATH" or "PATH:FUNCTION"')
         text = str(spec)
@@ -65,7 +67,9 @@ class Program:
             raise CompileError(f"load program {text}", f"two functions named: {fn} and {function}",
                                "name the function once")
         source = Path(path)
-        source = (base / source if base and not source.is_absolute() else source).resolve()
+        if base is not None and not source.is_absolute() and ((base / source).exists() or not source.exists()):
+            source = base / source          # (missing everywhere: named where it was looked for first)
+        source = source.resolve()
         if source.is_dir():
             raise CompileError(f"load program {text}", f"{source} is a directory",
                                "give a bcc C source (.c) or a clang-built ELF object (.o)")
