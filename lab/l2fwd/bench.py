@@ -231,11 +231,9 @@ def kernel_rates(repeat: int, reps: int) -> dict[str, dict[int, float]]:
     gen = XdpProgram(XDP_GEN)
     sink = XdpProgram(XDP_DROP)
     try:
-        gen.map("gen_target").update(bytes(4), (2).to_bytes(4, "little"))   # net1/veth1 is ifindex 2 in net1
         for mode in ("skb", "drv"):
             with build(SEED) as lab, l2fwd_on(lab, mode, "none") as f:
-                if lab.iface("net1/veth1").ifindex != 2:
-                    raise RuntimeError("bench: net1/veth1 is not ifindex 2")
+                gen.map("gen_target").put(0, lab.iface("net1/veth1"))    # written from net1: its ifindex there
                 f.route(ROUTED, via=lab.iface("fwd/veth2"), mac=SEED_MAC)
                 sink.attach(lab.iface("net2/veth3"), "drv")           # far end: counted, then dropped
                 if mode == "skb":     # the generator's xdp_frames need NAPI on veth0: GRO turns it on
