@@ -62,8 +62,12 @@ class BccObject:
             except Exception as e:  # bcc raises bare Exception with the diagnostics on stderr
                 failure = e
         if failure is not None:
-            raise CompileError(f"compile {path.name} with bcc", f"{failure}:\n{stderr.text.strip()}",
-                               "fix the C source (diagnostics above)") from None
+            source = path.read_text(errors="replace")
+            libbpf_style = "bpf/bpf_helpers.h" in source or 'SEC("' in source
+            fix = (f"{path.name} is written for libbpf (SEC(...), bpf/bpf_helpers.h), not bcc: build it with clang "
+                   f"(clang -O2 -g -target bpf -I/usr/include/{os.uname().machine}-linux-gnu -c {path.name} -o "
+                   f"{path.stem}.o) and give the .o" if libbpf_style else "fix the C source (diagnostics above)")
+            raise CompileError(f"compile {path.name} with bcc", f"{failure}:\n{stderr.text.strip()}", fix) from None
         compile_count += 1
         lib = bcc.lib
         lib.bpf_num_functions.restype, lib.bpf_num_functions.argtypes = ctypes.c_size_t, [ctypes.c_void_p]

@@ -283,7 +283,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if unknown:
             raise pytest.UsageError(f"mark {metafunc.definition.nodeid} with xdp_modes: unknown mode(s) "
                                     f"{unknown}; use {', '.join(MODES)}")
-        metafunc.parametrize("xdp_mode", modes, ids=modes, indirect=True)
+        metafunc.parametrize("xdp_mode", modes, ids=modes)     # direct: the fixture below documents it
     if "lab_program" in metafunc.fixturenames:
         specs = _program_specs(metafunc)
         metafunc.parametrize("lab_program", specs, ids=[Path(s).name for s in specs], indirect=True)
@@ -344,7 +344,11 @@ def lab(request: pytest.FixtureRequest, lab_topology: Topology) -> Iterator[Lab]
     try:
         built = build(lab_topology, fates=level) if fresh else pool.take(lab_topology, level)
     except LabError as e:
-        pytest.fail(str(e), pytrace=False)
+        refused = str(e)        # failed outside the except: a chained exception would print it twice
+    else:
+        refused = ""
+    if refused:
+        pytest.fail(refused, pytrace=False)
     pool.built += fresh
     request.node.stash.setdefault(_PHASES, {})["build"] = (time.perf_counter() - began) * 1e3
     if request.node.get_closest_marker("expect_drops") is None:
@@ -464,6 +468,18 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         f.write(json.dumps({"test": item.nodeid, "ms": ms}) + "\n")
 
 
+def _said_in_one_line(item: pytest.Item, call: "pytest.CallInfo[None]", rep: pytest.TestReport) -> None:
+    """A LabError (a refusal that names the thing and the fix: a bad path, name or value) is
+    reported as its line and the test's own line that led to it, not as a traceback through
+    the lab (--tb=long shows the traceback)."""
+    if (not rep.failed or call.excinfo is None or not call.excinfo.errisinstance(LabError)
+            or item.config.getoption("tbstyle", "auto") == "long"):
+        return
+    entry = next((e for e in reversed(call.excinfo.traceback) if str(e.path) == str(item.path)), None)
+    where = f"{item.path}:{entry.lineno + 1}" if entry is not None else item.nodeid
+    rep.longrepr = f"{where}: {type(call.excinfo.value).__name__}: {call.excinfo.value}"
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
     """On failure (or with --lab-keep=all), collect the lab's report before teardown: add
@@ -472,9 +488,12 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     rep = outcome.get_result()
     if os.environ.get(PHASES_ENV):
         item.__dict__.setdefault("_xdplab_reports", []).append(rep)
+    _said_in_one_line(item, call, rep)
     built = getattr(item, "funcargs", {}).get("lab")
     if rep.when != "call" or not isinstance(built, Lab):
         return
+    if rep.failed and not built.sends and call.excinfo is not None and call.excinfo.errisinstance(LabError):
+        return      # refused before any frame (a path, a name, a value): the lab has nothing to report
     keep_all = item.config.getoption("--lab-keep") == "all"
     if not (rep.failed or keep_all):
         return

@@ -174,8 +174,8 @@ def up(file: str, name: str | None = None, progress: Callable[[str], None] | Non
         "veths": [[asdict(v.a), asdict(v.b)] for v in spec.topology.veths], "programs": [], "trace_tag": None}
     _claim(state)
     killpoints.reached("up claimed")
-    _say(progress, f"building {len(spec.topology.all_namespaces)} namespaces and {len(spec.topology.veths)} "
-                   f"veth pairs")
+    n, v = len(spec.topology.all_namespaces), len(spec.topology.veths)
+    _say(progress, f"building {n} namespace{'s' * (n != 1)} and {v} veth pair{'s' * (v != 1)}")
     try:
         # no fates here: this process exits and leaves the lab up (`python -m lab why` watches it)
         lab = build(Topology(spec.topology.veths, spec.topology.namespaces, labname), names, fates="off")

@@ -103,3 +103,13 @@ def test_compile_error_shows_the_compiler_diagnostics(tmp_path: Path):
     with pytest.raises(CompileError, match=r"(?s)compile bad.c with bcc: .*use of undeclared identifier "
                                            r"'undefined_thing'.*fix the C source"):
         XdpProgram(Program(src, "xdp_l2fwd"))
+
+
+def test_a_libbpf_source_given_to_bcc_is_told_to_be_built_with_clang(tmp_path: Path):
+    src = tmp_path / "mine.bpf.c"
+    shutil.copy(subproc.ROOT / "bpf" / "xdp_pass.bpf.c", src)      # libbpf style: SEC("xdp"), bpf/bpf_helpers.h
+    with pytest.raises(CompileError, match=r"(?s)compile mine.bpf.c with bcc: .*mine.bpf.c is written for libbpf "
+                                           r"\(SEC\(...\), bpf/bpf_helpers.h\), not bcc: build it with clang "
+                                           r"\(clang -O2 -g -target bpf .* -c mine.bpf.c -o mine.bpf.o\) and give "
+                                           r"the .o"):
+        XdpProgram(Program(src, "xdp_pass"))

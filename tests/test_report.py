@@ -68,3 +68,25 @@ def test_nothing_is_kept_for_passing_tests_unless_asked(tmp_path):
     assert kept == ["scenarios_test_forwarding.py_test_arp_is_passed_and_answered_elf-drv",
                     "scenarios_test_forwarding.py_test_arp_is_passed_and_answered_elf-skb"]
     assert (tmp_path / "all" / kept[0] / "net1_veth1.pcap").stat().st_size == 24 + 10 * (16 + 42)
+
+
+def test_a_refusal_is_its_line_and_the_tests_line_not_a_traceback(tmp_path):
+    """A LabError before any frame (here a program path with a typo) fails the test with the
+    error's one line at the test's own line: no traceback through the lab, no lab report."""
+    (tmp_path / "test_typo.py").write_text(
+        "from lab.topology import End, Topology, Veth\n"
+        "import pytest\n\n\n"
+        "@pytest.fixture\ndef lab_topology():\n"
+        "    return Topology((Veth(End('a', 'v0'), End('b', 'v1')),))\n\n\n"
+        "def test_typo(lab, xdp_program):\n"
+        "    xdp_program('drop9.bfp.o')\n")
+    r = subproc.run("-m", "pytest", "-q", "-p", "lab.plugin", "--rootdir", str(tmp_path),
+                    str(tmp_path / "test_typo.py"))
+    out = r.stdout
+    assert r.returncode == 1 and "1 failed" in out, out + r.stderr
+    assert f"{tmp_path / 'test_typo.py'}:11: CompileError: load program drop9.bfp.o: " \
+           f"{subproc.ROOT / 'drop9.bfp.o'} does not exist; give the path" in out, out     # from the working directory
+    assert "lab/programs.py" not in out and "lab counters" not in out, out
+    long = subproc.run("-m", "pytest", "-q", "--tb=long", "-p", "lab.plugin", "--rootdir", str(tmp_path),
+                       str(tmp_path / "test_typo.py"))
+    assert "lab/programs.py" in long.stdout, "--tb=long keeps the traceback"

@@ -73,10 +73,11 @@ def _kinds(config: pytest.Config) -> list[str]:
     return kinds
 
 
+@pytest.hookimpl(tryfirst=True)    # before the core's xdp_mode: ids read [bcc-skb], variant first
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "l2fwd_kind" in metafunc.fixturenames:
         kinds = _kinds(metafunc.config)
-        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds, indirect=True)
+        metafunc.parametrize("l2fwd_kind", kinds, ids=kinds)   # direct: the fixture below documents it
 
 
 @pytest.fixture
