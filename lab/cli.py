@@ -392,6 +392,9 @@ def _clean(args: argparse.Namespace) -> int:
               f"{'built' if state.get('phase') == 'building' else 'removed'} by pid {state.get('pid')})")
     found = sweep.leftovers()
     removed = sweep.sweep(include_live=args.force)
+    sandboxed = [] if os.environ.get("XDPLAB_SANDBOX") else sweep.sweep_sandboxes()   # a killed test run's
+    for r in sandboxed:
+        print(f"removed {r.netns} (owner pid {r.pid}, gone; its sandbox's owner too)")
     for r in removed:
         who = r.owner or f"owner pid {r.pid}, {'running' if r.alive else 'gone'}"
         print(f"removed {r.netns} ({who})")
@@ -408,7 +411,7 @@ def _clean(args: argparse.Namespace) -> int:
         else:
             why = f"its owner pid {k.pid} is still running"
         print(f"kept {k.netns}: {why}; --force removes it")
-    if not found:
+    if not found and not sandboxed:
         print("nothing to clean: no namespace recorded by the lab")
     return 0
 

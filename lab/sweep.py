@@ -15,7 +15,7 @@ import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
-from .netns import MNT_DETACH, NETNS_RUN_DIR, sandbox, state_root, sysfs_dir
+from .netns import MNT_DETACH, NETNS_RUN_DIR, STATE_BASE, sandbox, state_root, sysfs_dir
 
 PIN_BASE = "/sys/fs/bpf/xdplab"
 SANDBOX_PINS = "sandbox-"       # PIN_BASE/sandbox-<name>: a sandbox's pin root (netns.sandbox)
@@ -213,4 +213,61 @@ def sweep(include_live: bool = False, labs_up: list[str] | None = None) -> list[
             continue
         remove(left.netns)
         removed.append(left)
+    return removed
+
+
+SANDBOX_OWNER = "owner"         # state_root()/owner in a sandbox: "<pid> <start time>" of who runs it
+
+
+def claim_sandbox() -> None:
+    """Record this process as the one that runs the current sandbox (netns.sandbox): once it
+    is gone, `python -m lab clean` outside any sandbox finishes what the sandbox holds
+    (sweep_sandboxes). A sandbox nobody claimed is never swept from outside."""
+    root = state_root()
+    os.makedirs(root, exist_ok=True)
+    pid = os.getpid()
+    with open(f"{root}/{SANDBOX_OWNER}.{pid}.tmp", "w") as f:
+        f.write(f"{pid} {starttime(pid)}\n")
+    os.replace(f"{root}/{SANDBOX_OWNER}.{pid}.tmp", f"{root}/{SANDBOX_OWNER}")
+
+
+def _sandbox_alive(name: str) -> bool:
+    """Does the process that claimed sandbox `name` still run? (Unclaimed or unreadable: yes.)"""
+    try:
+        with open(f"{STATE_BASE}/sandbox/{name}/{SANDBOX_OWNER}") as f:
+            pid_s, start_s = f.read().split()
+    except (OSError, ValueError):
+        return True
+    pid = int(pid_s)
+    return str(starttime(pid)) == start_s and not zombie(pid)
+
+
+def sweep_sandboxes() -> list[Leftover]:
+    """Finish the sandboxes whose owner is gone (a test of this project killed with its
+    session): their namespaces whose owners are gone, their stale pins and sysfs views, then
+    the sandbox's own folders. Live sandboxes, and the current one, are left alone."""
+    from .netns import SANDBOX_ENV
+    names: set[str] = set()
+    with contextlib.suppress(OSError):
+        names |= set(os.listdir(f"{STATE_BASE}/sandbox"))
+    with contextlib.suppress(OSError):
+        names |= {d[len(SANDBOX_PINS):] for d in os.listdir(PIN_BASE) if d.startswith(SANDBOX_PINS)}
+    mine, removed = os.environ.get(SANDBOX_ENV), []
+    for name in sorted(names - {mine or ""}):
+        if _sandbox_alive(name):
+            continue
+        os.environ[SANDBOX_ENV] = name
+        try:
+            removed += sweep()
+            if not leftovers():     # what is still there belongs to a live owner (a lab up in it)
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{state_root()}/{SANDBOX_OWNER}")
+                for d in (owners_dir(), f"{state_root()}/up", sysfs_dir(), state_root(), pin_root()):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(d)
+        finally:
+            if mine is None:
+                del os.environ[SANDBOX_ENV]
+            else:
+                os.environ[SANDBOX_ENV] = mine
     return removed

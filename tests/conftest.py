@@ -19,7 +19,8 @@ def lab_topology() -> Topology:
 
 
 _sandboxes = itertools.count()
-LONGEST = ("test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones", "test_quick_bench_emits_every_key")
+LONGEST = ("test_the_scenarios_pass_alike_with_kept_labs_and_fresh_ones", "test_quick_bench_emits_every_key",
+           "test_the_unit_layer_passes_as_nobody")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -44,6 +45,7 @@ def own_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     from lab import netns, sweep, uplab
     name = f"t{os.getpid()}-{next(_sandboxes)}"
     monkeypatch.setenv(netns.SANDBOX_ENV, name)
+    sweep.claim_sandbox()       # killed with the run: `python -m lab clean` finishes the sandbox
     try:
         yield name
     finally:
@@ -51,6 +53,8 @@ def own_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         left = [f"namespace {x.netns}" for x in sweep.leftovers()] + \
             [f"lab {n}" for n in uplab.running()] + [f"sysfs view {v}" for v in sweep.sysfs_views()] + \
             [f"pin {os.path.join(d, n)}" for d, _, files in os.walk(sweep.pin_root()) for n in files]
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(netns.state_root(), sweep.SANDBOX_OWNER))
         for directory in (sweep.owners_dir(), uplab.state_dir(), netns.sysfs_dir(), netns.state_root(),
                           sweep.pin_root()):
             with contextlib.suppress(OSError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -172,3 +173,38 @@ def test_a_new_session_sweeps_what_a_killed_one_left(tmp_path):
     assert r.returncode == 0, r.stdout
     assert "namespace(s) left by dead lab processes" in r.stdout and made[0] in r.stdout, r.stdout
     assert ours(run) == []
+
+
+def test_lab_clean_finishes_the_sandboxes_of_a_killed_test_run():
+    """A test run killed with its sessions leaves sandboxes (tests/conftest.py own_sandbox)
+    whose owner is gone: `python -m lab clean`, outside any sandbox, removes what they hold
+    whose owners are gone, and the sandboxes; a sandbox whose owner runs is left alone."""
+    run = "d" + os.urandom(2).hex()[:3]
+    dead, live = f"dead{run}", f"live{run}"
+    code = ("import os, sys; from lab import netns, sweep\n"
+            "sweep.claim_sandbox()\n"
+            "ns = netns.Netns.create(sys.argv[1])\n"
+            "print('made', flush=True)\n"
+            "if sys.argv[2] == 'die':\n"
+            "    os.kill(os.getpid(), 9)\n"
+            "sys.stdin.read()\n"
+            "ns.remove()\n"
+            "os.unlink(os.path.join(netns.state_root(), sweep.SANDBOX_OWNER))\n"
+            "[os.rmdir(d) for d in (sweep.owners_dir(), netns.state_root())]\n")
+    killed = subprocess.run([sys.executable, "-c", code, f"xdplab-{run}-main-0-x", "die"], cwd=subproc.ROOT,
+                            capture_output=True, text=True, env=subproc.child_env(XDPLAB_SANDBOX=dead))
+    assert killed.returncode == -9 and "made" in killed.stdout, killed.stderr
+    alive = subprocess.Popen([sys.executable, "-c", code, f"xdplab-{run}l-main-0-x", "wait"], cwd=subproc.ROOT,
+                             text=True, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             env=subproc.child_env(XDPLAB_SANDBOX=live))
+    try:
+        assert alive.stdout.readline() == "made\n"
+        env = {k: v for k, v in subproc.child_env().items() if k != "XDPLAB_SANDBOX"}
+        r = subproc.run("-m", "lab", "clean", env=env)
+        assert r.returncode == 0 and f"removed xdplab-{run}-main-0-x (owner pid " in r.stdout, r.stdout + r.stderr
+        assert ours(run) == [], "the dead sandbox's namespace is gone"
+        assert not os.path.exists(f"/run/xdplab/sandbox/{dead}"), "and the sandbox"
+        assert ours(run + "l") == [f"xdplab-{run}l-main-0-x"], "a live sandbox is left alone"
+    finally:
+        alive.communicate("", timeout=30)
+    assert ours(run + "l") == [] and not os.path.exists(f"/run/xdplab/sandbox/{live}")
