@@ -54,6 +54,12 @@ def zombie(pid: int) -> bool:
         return True
 
 
+def running(pid: int, start: str) -> bool:
+    """Is process `pid`, started at `start` (clock ticks, as recorded), still running? A zombie
+    (killed, not yet reaped) is not: the one test for every record's owner."""
+    return str(starttime(pid)) == start and not zombie(pid)
+
+
 def pin_dir() -> str:
     """This process's bpffs directory for pinned maps (created by the loader when needed)."""
     if not _pin_owner:
@@ -105,7 +111,7 @@ def stale_pin_dirs(labs_up: list[str], root: str | None = None) -> list[str]:
                 out.append(os.path.join(root, name))
             continue
         pid_s, _, start = name[1:].partition("-")
-        if name.startswith("p") and pid_s.isdigit() and str(starttime(int(pid_s))) != start:
+        if name.startswith("p") and pid_s.isdigit() and not running(int(pid_s), start):
             out.append(os.path.join(root, name))
     return out
 
@@ -155,7 +161,7 @@ def leftovers() -> list[Leftover]:
             out.append(Leftover(name, 0, kept, pid_s))
             continue
         pid = int(pid_s)
-        out.append(Leftover(name, pid, str(starttime(pid)) == start_s and not zombie(pid)))
+        out.append(Leftover(name, pid, running(pid, start_s)))
     return out
 
 
@@ -238,8 +244,7 @@ def _sandbox_alive(name: str) -> bool:
             pid_s, start_s = f.read().split()
     except (OSError, ValueError):
         return True
-    pid = int(pid_s)
-    return str(starttime(pid)) == start_s and not zombie(pid)
+    return running(int(pid_s), start_s)
 
 
 def sweep_sandboxes() -> list[Leftover]:

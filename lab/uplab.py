@@ -71,7 +71,7 @@ def owner_alive(state: State) -> bool:
     pid, start = state.get("pid"), state.get("start")
     if state.get("phase") == "unreadable":
         return True
-    return pid is not None and bool(pid) and sweep.starttime(int(pid)) == start and not sweep.zombie(int(pid))
+    return pid is not None and bool(pid) and sweep.running(int(pid), str(start))
 
 
 def _write_state(state: State) -> None:
