@@ -384,10 +384,11 @@ def lab_program(request: pytest.FixtureRequest) -> Program:
 
 
 @pytest.fixture
-def xdp_program() -> Iterator[Callable[..., XdpProgram]]:
+def xdp_program(request: pytest.FixtureRequest) -> Iterator[Callable[..., XdpProgram]]:
     """Factory: `xdp_program(spec, function=None)` -> XdpProgram.
 
-    `spec` is a Program or "PATH[:FUNCTION]" (a bcc C source or a clang-built ELF object);
+    `spec` is a Program or "PATH[:FUNCTION]" (a bcc C source or a clang-built ELF object; a
+    relative PATH from the test file's folder, else the working directory: Program.parse);
     FUNCTION may be left out when the object has one XDP program. Objects are loaded once
     per process; programs of one object asked for in one test share its maps. Everything is
     detached, and the maps emptied, after the test. Scope: function. Depends on: nothing.
@@ -400,9 +401,10 @@ def xdp_program() -> Iterator[Callable[..., XdpProgram]]:
     """
     uses: dict[tuple[Path, tuple[str, ...], str], Use] = {}
     made: list[XdpProgram] = []
+    here = Path(str(request.node.fspath)).parent
 
     def make(spec: Program | str, function: str | None = None) -> XdpProgram:
-        program = spec if isinstance(spec, Program) else Program.parse(spec, function)
+        program = spec if isinstance(spec, Program) else Program.parse(spec, function, base=here)
         if function is not None and isinstance(spec, Program):
             program = program.named(function)
         use = uses.get(program.object_key)

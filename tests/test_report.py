@@ -85,7 +85,7 @@ def test_a_refusal_is_its_line_and_the_tests_line_not_a_traceback(tmp_path):
     out = r.stdout
     assert r.returncode == 1 and "1 failed" in out, out + r.stderr
     assert f"{tmp_path / 'test_typo.py'}:11: CompileError: load program drop9.bfp.o: " \
-           f"{subproc.ROOT / 'drop9.bfp.o'} does not exist; give the path" in out, out     # from the working directory
+           f"{tmp_path / 'drop9.bfp.o'} does not exist; give the path" in out, out     # where it was looked for first
     assert "lab/programs.py" not in out and "lab counters" not in out, out
     long = subproc.run("-m", "pytest", "-q", "--tb=long", "-p", "lab.plugin", "--rootdir", str(tmp_path),
                        str(tmp_path / "test_typo.py"))
