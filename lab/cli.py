@@ -386,13 +386,14 @@ def _exec(args: argparse.Namespace) -> int:
 
 def _clean(args: argparse.Namespace) -> int:
     from . import sweep, uplab
+    from .netns import sandbox
     for state in uplab.unfinished():          # labs whose `up` or `down` was killed part-way
         uplab.down(state["name"])
         print(f"finished removing lab {state['name']} (left half-"
               f"{'built' if state.get('phase') == 'building' else 'removed'} by pid {state.get('pid')})")
     found = sweep.leftovers()
     removed = sweep.sweep(include_live=args.force)
-    sandboxed = [] if os.environ.get("XDPLAB_SANDBOX") else sweep.sweep_sandboxes()   # a killed test run's
+    sandboxed = [] if sandbox() else sweep.sweep_sandboxes()      # what a killed test run's sandboxes hold
     for r in sandboxed:
         print(f"removed {r.netns} (owner pid {r.pid}, gone; its sandbox's owner too)")
     for r in removed:

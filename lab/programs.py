@@ -257,7 +257,7 @@ class XdpProgram:
 
     # attach ------------------------------------------------------------------------------
     def attach(self, iface: "Interface", mode: str) -> xdp.Attachment:
-        xdp.park(self.fd)       # loaded for the whole process anyway (xdp.Parking)
+        xdp.park(self.fd, self.info.id)     # loaded for the whole process anyway (xdp.Parking)
         try:
             a = xdp.Attachment(iface, self.fd, mode, self.info.name)
         except XdpError as e:

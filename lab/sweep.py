@@ -119,12 +119,17 @@ def stale_pin_dirs(labs_up: list[str], root: str | None = None) -> list[str]:
 def record(nsname: str, owner: str | None = None) -> None:
     """Record the owner of namespace `nsname` (before creating it): this process, or a lab
     left running by `python -m lab up` ("up:<lab>"), which no sweep removes but --force."""
-    os.makedirs(owners_dir(), exist_ok=True)
+    _write_owner(os.path.join(owners_dir(), nsname), owner)
+
+
+def _write_owner(path: str, owner: str | None = None) -> None:
+    """Write an owner record, "<pid> <start time>" of this process or "<owner> 0", whole or
+    not at all: a sweeper never reads half a record."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     pid = os.getpid()
-    path = os.path.join(owners_dir(), nsname)
     with open(f"{path}.{pid}.tmp", "w") as f:
         f.write(f"{owner} 0\n" if owner else f"{pid} {starttime(pid)}\n")
-    os.replace(f"{path}.{pid}.tmp", path)     # a sweeper never reads half a record
+    os.replace(f"{path}.{pid}.tmp", path)
 
 
 def forget(nsname: str) -> None:
@@ -229,12 +234,17 @@ def claim_sandbox() -> None:
     """Record this process as the one that runs the current sandbox (netns.sandbox): once it
     is gone, `python -m lab clean` outside any sandbox finishes what the sandbox holds
     (sweep_sandboxes). A sandbox nobody claimed is never swept from outside."""
-    root = state_root()
-    os.makedirs(root, exist_ok=True)
-    pid = os.getpid()
-    with open(f"{root}/{SANDBOX_OWNER}.{pid}.tmp", "w") as f:
-        f.write(f"{pid} {starttime(pid)}\n")
-    os.replace(f"{root}/{SANDBOX_OWNER}.{pid}.tmp", f"{root}/{SANDBOX_OWNER}")
+    _write_owner(f"{state_root()}/{SANDBOX_OWNER}")
+
+
+def remove_sandbox_folders() -> None:
+    """Remove the current sandbox's own folders and owner record, those that are empty then
+    (records, labs up, sysfs views, pins: what a sweep left is kept, and said elsewhere)."""
+    with contextlib.suppress(OSError):
+        os.unlink(f"{state_root()}/{SANDBOX_OWNER}")
+    for d in (owners_dir(), f"{state_root()}/up", sysfs_dir(), state_root(), pin_root()):
+        with contextlib.suppress(OSError):
+            os.rmdir(d)
 
 
 def _sandbox_alive(name: str) -> bool:
@@ -265,11 +275,7 @@ def sweep_sandboxes() -> list[Leftover]:
         try:
             removed += sweep()
             if not leftovers():     # what is still there belongs to a live owner (a lab up in it)
-                with contextlib.suppress(OSError):
-                    os.unlink(f"{state_root()}/{SANDBOX_OWNER}")
-                for d in (owners_dir(), f"{state_root()}/up", sysfs_dir(), state_root(), pin_root()):
-                    with contextlib.suppress(OSError):
-                        os.rmdir(d)
+                remove_sandbox_folders()
         finally:
             if mine is None:
                 del os.environ[SANDBOX_ENV]

@@ -129,7 +129,6 @@ class Attachment:
         return f"Attachment({self.prog_name} on {self.iface.key}, {self.mode}, id {self.prog_id})"
 
 
-
 class Parking:
     """Where the process's XDP programs stay registered in the kernel's XDP dispatcher.
 
@@ -154,10 +153,9 @@ class Parking:
         self.parked: dict[int, int] = {}    # program id -> ifindex of its parking device
         self.refused: set[int] = set()
 
-    def park(self, fd: int) -> None:
-        """Keep the program of `fd` attached here (once per program)."""
-        from . import bpfsys, rtnl
-        prog_id = bpfsys.prog_info(fd).id
+    def park(self, fd: int, prog_id: int) -> None:
+        """Keep the program of `fd` (kernel id `prog_id`) attached here (once per program)."""
+        from . import rtnl
         if prog_id in self.parked or prog_id in self.refused:
             return
         if not self.free:
@@ -196,12 +194,12 @@ def park_programs() -> str | None:
     return None
 
 
-def park(fd: int) -> None:
-    """Park the program of `fd` if parking is on (park_programs); else nothing."""
+def park(fd: int, prog_id: int) -> None:
+    """Park the program of `fd` (id `prog_id`) if parking is on (park_programs); else nothing."""
     if _parking is not None:
         from .errors import LabError
         with contextlib.suppress(LabError, OSError):      # parking is only ever a speed-up
-            _parking.get().park(fd)
+            _parking.get().park(fd, prog_id)
 
 
 def unpark_programs() -> None:

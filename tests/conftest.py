@@ -1,7 +1,6 @@
 """Fixtures of the tests of lab/ itself."""
 from __future__ import annotations
 
-import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -53,10 +52,5 @@ def own_sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         left = [f"namespace {x.netns}" for x in sweep.leftovers()] + \
             [f"lab {n}" for n in uplab.running()] + [f"sysfs view {v}" for v in sweep.sysfs_views()] + \
             [f"pin {os.path.join(d, n)}" for d, _, files in os.walk(sweep.pin_root()) for n in files]
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(netns.state_root(), sweep.SANDBOX_OWNER))
-        for directory in (sweep.owners_dir(), uplab.state_dir(), netns.sysfs_dir(), netns.state_root(),
-                          sweep.pin_root()):
-            with contextlib.suppress(OSError):
-                os.rmdir(directory)
+        sweep.remove_sandbox_folders()
     assert not left, f"the test left in its sandbox {name}: " + ", ".join(left)

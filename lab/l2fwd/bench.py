@@ -399,7 +399,7 @@ def run(quick: bool, suite: list[str] | None = None, smoke: bool = False) -> Res
             res["attach_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
             xdp.park_programs()             # the same attach, the program parked (xdp.Parking)
             try:
-                xdp.park(drop.fd)
+                xdp.park(drop.fd, drop.info.id)
                 res["attach_parked_ms"] = median_of(reps * 3, lambda: attach_ms(lab, drop.fd))
             finally:
                 xdp.unpark_programs()
